@@ -1,0 +1,1 @@
+"""Experiment configs: `<name>.py:get_config(arg)` returning an ml_collections.ConfigDict."""

@@ -1,0 +1,67 @@
+"""Sections every experiment shares: runtime, checkpointing, training-loop settings."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def runtime_config() -> ml_collections.ConfigDict:
+    """How a run is executed (not part of the config fingerprint)."""
+    rt = ml_collections.ConfigDict()
+    # One axis is -1 and takes the remaining devices. Batch is split over data x fsdp.
+    rt.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+    # Multi-slice TPU jobs: mesh across slices over the data-centre network.
+    rt.dcn_mesh = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "model": 1})
+    rt.compute_dtype = "auto"  # bf16 on GPU/TPU, f32 on CPU
+    rt.num_cpu_devices = 0  # >0 splits the host CPU into that many devices
+    rt.compilation_cache_dir = ""
+    rt.distributed = ml_collections.ConfigDict(
+        {"coordinator_address": "", "num_processes": 0, "process_id": -1, "timeout_s": 300}
+    )
+    rt.profile = ml_collections.ConfigDict({"start_step": -1, "num_steps": 0})
+    return rt
+
+
+def checkpoint_config() -> ml_collections.ConfigDict:
+    ck = ml_collections.ConfigDict()
+    ck.every_steps = 1000
+    ck.max_to_keep = 3
+    ck.keep_period = 0  # also keep every K-th step; 0 = off
+    ck.async_save = True
+    return ck
+
+
+def train_config() -> ml_collections.ConfigDict:
+    tr = ml_collections.ConfigDict()
+    tr.global_batch_size = 64
+    tr.num_steps = 1000
+    tr.learning_rate = 1e-3
+    tr.log_every = 50
+    tr.eval_every = 500
+    return tr
+
+
+def data_config() -> ml_collections.ConfigDict:
+    da = ml_collections.ConfigDict()
+    da.worker_count = 0
+    da.prefetch = 2
+    return da
+
+
+def base_config(stage: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.stage = stage
+    config.seed = 0
+    config.runtime = runtime_config()
+    config.checkpoint = checkpoint_config()
+    config.train = train_config()
+    config.data = data_config()
+    return config
+
+
+def select_preset(arg: str | None, presets: dict, default: str) -> str:
+    """Validates the preset name with a message listing the choices."""
+    name = arg or default
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
+    return name

@@ -1,0 +1,1 @@
+"""Input pipelines shared by every trainer (grain-based, numpy-only workers)."""

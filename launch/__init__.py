@@ -1,0 +1,1 @@
+"""Launchers: they add environment around `python -m macl_jax.main` and never change it."""

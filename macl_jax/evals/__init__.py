@@ -1,0 +1,1 @@
+"""Evaluators: objects with a `name` and `run(state) -> dict`, chosen by config."""

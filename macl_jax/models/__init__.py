@@ -1,0 +1,1 @@
+"""Pure Flax NNX architectures."""

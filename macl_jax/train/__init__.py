@@ -1,0 +1,1 @@
+"""One trainer per stage, all on the shared runtime in `loop.py`."""

@@ -1,0 +1,208 @@
+"""The training loop every stage runs on.
+
+`fit` creates the state sharded (abstract init, then a jitted init with `out_shardings`), resumes
+from the newest readable checkpoint together with the data iterator, runs the jitted step with
+the state donated, evaluates periodically, logs from process 0, saves asynchronously, saves on
+preemption (SIGTERM), and stops on a non-finite loss without ever checkpointing a bad state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from macl_jax.checkpoint import CheckpointManager
+from macl_jax.parallel import infer_state_shardings, to_global_batch
+from macl_jax.train.faults import FaultInjector
+from macl_jax.train.logging import MetricWriter, Progress
+from macl_jax.train.state import Task, TrainState
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when a step produced NaN/Inf; the message names the last good checkpoint."""
+
+
+class Evaluator(Protocol):
+    """Evaluators are chosen by config; each maps a state to scalar metrics."""
+
+    name: str
+
+    def run(self, state: TrainState) -> dict[str, float]: ...
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    step: int
+    preempted: bool
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+def fetch(x: Any) -> np.ndarray:
+    """Host copy of a replicated (possibly multi-process) array."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+
+def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def create_state(task: Task, key: jax.Array, mesh: Mesh) -> tuple[TrainState, Any, Any]:
+    """(state, shardings, abstract) with the state created directly in its sharded layout."""
+    abstract = jax.eval_shape(task.init, key)
+    shardings = infer_state_shardings(abstract, mesh)
+    with jax.set_mesh(mesh):
+        state = jax.jit(task.init, out_shardings=shardings)(key)
+    return state, shardings, abstract
+
+
+def make_step_fn(task: Task, shardings: Any):
+    """The jitted step: RNG folded from the step inside jit, state donated."""
+
+    def step(state: TrainState, batch: Any, base_key: jax.Array):
+        return task.train_step(state, batch, jax.random.fold_in(base_key, state.step))
+
+    return jax.jit(step, donate_argnums=0, out_shardings=(shardings, None))
+
+
+def fit(
+    task: Task,
+    *,
+    config: Any,
+    workdir: str | Path,
+    train_iter: Iterator[Any],
+    mesh: Mesh,
+    evaluators: Sequence[Evaluator] = (),
+    fingerprint: str | None = None,
+) -> FitResult:
+    """Trains `task` for `config.train.num_steps` steps, resuming if `workdir` has checkpoints."""
+    workdir = Path(workdir)
+    tcfg, ccfg = config.train, config.checkpoint
+    num_steps = int(tcfg.num_steps)
+    base_key = jax.random.key(int(config.seed))
+    init_key, step_key = jax.random.split(base_key)
+
+    ckpt = CheckpointManager(
+        workdir / "checkpoints",
+        max_to_keep=int(ccfg.max_to_keep),
+        keep_period=int(ccfg.keep_period) or None,
+        save_interval_steps=int(ccfg.every_steps),
+        async_save=bool(ccfg.async_save),
+        fingerprint=fingerprint,
+    )
+    abstract = jax.eval_shape(task.init, init_key)
+    shardings = infer_state_shardings(abstract, mesh)
+    start = 0
+    state = None
+    if ckpt.latest_step() is not None:
+        t0 = time.perf_counter()
+        restored = ckpt.restore(abstract_with_shardings(abstract, shardings), data_iterator=train_iter)
+        if restored is not None:
+            state, start = restored
+            logging.info("resumed from step %d in %.2fs", start, time.perf_counter() - t0)
+    if state is None:
+        with jax.set_mesh(mesh):
+            state = jax.jit(task.init, out_shardings=shardings)(init_key)
+
+    step_fn = make_step_fn(task, shardings)
+    writer = MetricWriter(workdir, resume_step=start)
+    progress = Progress(num_steps, start, every=int(tcfg.log_every))
+    profile_start = int(config.runtime.profile.start_step)
+    profile_stop = profile_start + int(config.runtime.profile.num_steps)
+    pending: list[tuple[int, dict]] = []
+    last_good = ckpt.latest_step()
+    last_metrics: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    data_wait = checkpoint_time = 0.0
+    interval_t0 = time.perf_counter()
+    interval_start = start
+    preempted = False
+    inject_fault = FaultInjector()
+
+    def drain() -> None:
+        """Brings pending step metrics to the host and stops on the first non-finite one."""
+        nonlocal last_metrics
+        for s, m in pending:
+            host = {k: fetch(v) for k, v in m.items()}
+            finite = bool(host.pop("finite", True)) and bool(np.isfinite(host.get("loss", 0.0)))
+            if not finite:
+                ckpt.wait_until_finished()
+                writer.event("non_finite", step=s)
+                writer.close()
+                where = f"step {last_good} in {ckpt.directory}" if last_good is not None else "none (no checkpoint yet)"
+                raise NonFiniteError(
+                    f"non-finite loss or gradients at step {s}; training stopped and nothing after the last good "
+                    f"checkpoint was saved. Last good checkpoint: {where}. Lower the learning rate, enable gradient "
+                    "clipping or check the inputs of this step; rerunning the same command resumes from it."
+                )
+            last_metrics = {k: float(v) for k, v in host.items() if np.asarray(v).size == 1}
+        pending.clear()
+
+    def save(step: int, force: bool = False) -> None:
+        nonlocal checkpoint_time, last_good
+        drain()
+        t0 = time.perf_counter()
+        if ckpt.save(step, state, data_iterator=train_iter, metadata={"num_steps": num_steps}, force=force):
+            last_good = step
+        checkpoint_time += time.perf_counter() - t0
+
+    try:
+        with jax.set_mesh(mesh):
+            for step in range(start, num_steps):
+                if step == profile_start:
+                    jax.profiler.start_trace(str(workdir / "profile"))
+                t0 = time.perf_counter()
+                batch = to_global_batch(next(train_iter), mesh)
+                data_wait += time.perf_counter() - t0
+                state, metrics = step_fn(state, batch, step_key)
+                done = step + 1
+                pending.append((done, metrics))
+                inject_fault(done)
+                if done == profile_stop:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                if done % int(tcfg.log_every) == 0 or done == num_steps:
+                    drain()
+                    elapsed = time.perf_counter() - interval_t0
+                    steps = max(1, done - interval_start)
+                    perf = {
+                        "perf/step_time_s": elapsed / steps,
+                        "perf/data_wait_s": data_wait / steps,
+                        "perf/checkpoint_s": checkpoint_time,
+                        "perf/steps_per_s": steps / elapsed if elapsed > 0 else 0.0,
+                    }
+                    writer.write(done, {**last_metrics, **perf})
+                    progress.update(done, last_metrics)
+                    interval_t0, interval_start, data_wait, checkpoint_time = time.perf_counter(), done, 0.0, 0.0
+                if evaluators and int(tcfg.eval_every) > 0 and (done % int(tcfg.eval_every) == 0 or done == num_steps):
+                    for evaluator in evaluators:
+                        results = {f"eval/{evaluator.name}/{k}": v for k, v in evaluator.run(state).items()}
+                        eval_metrics.update(results)
+                        writer.write(done, results)
+                if ckpt.reached_preemption(done):
+                    logging.warning("preemption signal received: saving step %d and stopping", done)
+                    save(done, force=True)
+                    writer.event("preempted", step=done)
+                    preempted = True
+                    break
+                if done % int(ccfg.every_steps) == 0 or done == num_steps:
+                    save(done, force=done == num_steps)
+        drain()
+    finally:
+        ckpt.wait_until_finished()
+        ckpt.close()
+        progress.close()
+        writer.flush()
+        writer.close()
+    final_step = int(fetch(state.step))
+    return FitResult(state, final_step, preempted, last_metrics, eval_metrics)

@@ -1,0 +1,52 @@
+"""Test-process set-up: 8 CPU devices, before anything imports jax."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _main_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # child processes choose their own device count
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def run_main():
+    """Runs `python -m macl_jax.main ARGS` in a fresh process; returns the CompletedProcess."""
+
+    def run(args, *, env=None, timeout=300, check=True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "macl_jax.main", *args],
+            cwd=REPO_ROOT,
+            env=_main_env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def main_env():
+    return _main_env
