@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -161,7 +162,20 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
 
 
 def write_resolved_config(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Path:
-    """Records the resolved config (after presets and overrides) as `<workdir>/config.json`."""
+    """Records the resolved config (after presets and overrides) as `<workdir>/config.json`.
+
+    A different config already recorded there (an earlier run with other overrides) is kept as
+    `config-<UTC time>.json` rather than overwritten.
+    """
     path = Path(workdir) / "config.json"
-    write_json_atomic(path, to_dict(config))
+    payload = to_dict(config)
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != payload:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            os.replace(path, path.with_name(f"config-{stamp}.json"))
+    write_json_atomic(path, payload)
     return path

@@ -10,6 +10,7 @@ is absent), otherwise `config.stage`. Launch scripts only add environment around
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -76,6 +77,18 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     import jax
 
     workdir = Path(FLAGS.workdir)
+    if "://" in FLAGS.workdir:
+        fail(
+            f"--workdir {FLAGS.workdir}: give a local or mounted path; for Cloud Storage mount the bucket "
+            "with gcsfuse (launch/ does this on TPU VMs) and pass the mount point"
+        )
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        fail(f"cannot write to --workdir {workdir}: {exc.strerror or exc}. Choose a writable directory.")
     if jax.process_index() == 0:
         write_resolved_config(config, workdir)
     logging.info("stage %s, config %s, %d process(es), %d device(s)", stage, spec, jax.process_count(), jax.device_count())

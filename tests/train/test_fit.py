@@ -93,3 +93,14 @@ def test_logging_writes_jsonl_and_tensorboard(tmp_path):
         assert key in metrics[3], key
     assert np.isfinite(metrics[6]["loss"])
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_profiler_trace_for_requested_steps(tmp_path):
+    _fit(
+        tmp_path,
+        ["train.num_steps=6", "checkpoint.every_steps=6", "runtime.profile.start_step=2", "runtime.profile.num_steps=2"],
+        jax.devices(),
+        {"data": -1},
+    )
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0

@@ -1,0 +1,39 @@
+"""Runs benchmark suites and rewrites benchmarks/RESULTS.md.
+
+    python -m benchmarks.run [--suite runtime] [--devices N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+
+SUITES = {"runtime": "benchmarks.runtime_suite"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suites to run (default: all)")
+    parser.add_argument("--devices", type=int, default=0, help="split the CPU into N devices (0: leave as is)")
+    args = parser.parse_args(argv)
+    import jax
+
+    if args.devices:
+        jax.config.update("jax_num_cpu_devices", args.devices)
+    from benchmarks.harness import save_suite
+
+    command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
+    for suite in args.suite or sorted(SUITES):
+        rows = importlib.import_module(SUITES[suite]).run()
+        path = save_suite(suite, rows, command.strip())
+        for row in rows:
+            ratio = f"  ({row.ratio:.3f} x {row.baseline_name})" if row.ratio else ""
+            print(f"{suite:10s} {row.name:55s} {row.value:12.4g} {row.unit}{ratio}")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
