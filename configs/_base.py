@@ -48,6 +48,14 @@ def data_config() -> ml_collections.ConfigDict:
     return da
 
 
+def eval_config() -> ml_collections.ConfigDict:
+    ev = ml_collections.ConfigDict()
+    ev.global_batch_size = 64  # padded: any test-set size works
+    ev.checkpoint_dir = ""  # default: <workdir>/checkpoints
+    ev.checkpoint_step = -1  # -1: the newest readable checkpoint
+    return ev
+
+
 def base_config(stage: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.stage = stage
@@ -56,6 +64,7 @@ def base_config(stage: str) -> ml_collections.ConfigDict:
     config.checkpoint = checkpoint_config()
     config.train = train_config()
     config.data = data_config()
+    config.eval = eval_config()
     return config
 
 

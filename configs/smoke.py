@@ -32,4 +32,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = preset["log_every"]
     config.train.eval_every = preset["every"]
     config.checkpoint.every_steps = preset["every"]
+    config.eval.global_batch_size = 64
     return config

@@ -24,7 +24,7 @@ from absl import flags
 import grain
 import numpy as np
 
-__all__ = ["global_batch_dataset", "local_batch_size", "make_iterator"]
+__all__ = ["evaluation_dataset", "global_batch_dataset", "local_batch_size", "make_iterator"]
 
 # Distinct SeedSequence spawn keys so the shuffle and the per-example transform
 # draw from independent streams of the same user seed.
@@ -228,43 +228,72 @@ def global_batch_dataset(
     return ds.batch(local_batch, drop_remainder=False)
 
 
-class _CheckpointableIterator(grain.DatasetIterator):
-    """Tags grain's iterator state with the worker count it is only valid for.
+class _GlobalStreamIterator(grain.DatasetIterator):
+    """Iterates this process's batches; its state is the position in the global stream.
 
-    grain's multi-worker state lists per-worker positions, so restoring it into an
-    iterator with another worker count either fails with a bare KeyError/IndexError
-    or, e.g. 2 -> 3 workers, silently resumes at the wrong batch. The tag turns
-    that into a clear error.
+    The position (batches delivered so far) is the same on every process, and the batch at a
+    position does not depend on the number of processes or workers, so a state restores into an
+    iterator built for another process count or worker count (a resized job) and resumes at
+    exactly the next global batch. Restoring seeks in O(1): the pipeline is rebuilt from
+    `dataset[position:]`.
     """
 
-    def __init__(self, parent: grain.DatasetIterator, worker_count: int):
-        super().__init__(parent)
+    # Read by macl_jax.checkpoint: any process's saved state is valid for every process.
+    process_count_invariant = True
+
+    def __init__(self, dataset: grain.MapDataset, worker_count: int, prefetch: int):
+        self._dataset = dataset
         self._worker_count = worker_count
+        self._prefetch = prefetch
+        self._position = 0
+        super().__init__(self._pipeline(0))
+
+    def _pipeline(self, position: int) -> grain.DatasetIterator:
+        ds = self._dataset[position:] if position else self._dataset
+        # One thread per buffered batch: more threads could never have work.
+        ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=self._prefetch, prefetch_buffer_size=self._prefetch))
+        if self._worker_count > 0:
+            if not flags.FLAGS.is_parsed():
+                # grain's multiprocessing reads its absl flags (with defaults) and raises
+                # UnparsedFlagAccessError when the program never parsed flags (pytest,
+                # notebooks, scripts without absl.app); defaults are what they would get.
+                flags.FLAGS.mark_as_parsed()
+            # Workers each take batches i::worker_count and grain interleaves them back
+            # round-robin, so the order matches worker_count=0.
+            ds = ds.mp_prefetch(
+                grain.MultiprocessingOptions(num_workers=self._worker_count, per_worker_buffer_size=max(self._prefetch, 1))
+            )
+        return iter(ds)
 
     def __next__(self) -> Any:
-        return next(self._parent)
+        batch = next(self._parent)
+        self._position += 1
+        return batch
 
     def get_state(self) -> dict[str, Any]:
-        return {"worker_count": self._worker_count, "pipeline": self._parent.get_state()}
+        return {"position": self._position}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or set(state) != {"worker_count", "pipeline"}:
+        position = state.get("position") if isinstance(state, dict) else None
+        if not isinstance(position, int) or position < 0:
             raise ValueError(
                 "Not an iterator state from data_pipelines.loader.make_iterator (expected "
-                f"keys 'worker_count' and 'pipeline', got {state!r:.200}); restore states "
+                f"{{'position': <batches delivered>}}, got {state!r:.200}); restore states "
                 "saved from the iterator that make_iterator returns."
             )
-        if state["worker_count"] != self._worker_count:
-            raise ValueError(
-                f"Iterator state was saved with worker_count={state['worker_count']} but this "
-                f"iterator has worker_count={self._worker_count}; grain's state records "
-                "per-worker positions, so recreate the iterator with "
-                f"worker_count={state['worker_count']} to restore it."
-            )
-        self._parent.set_state(state["pipeline"])
+        old = self._parent
+        self._parents = (self._pipeline(position),)
+        self._ctx = self._parent._ctx
+        self._position = position
+        if hasattr(old, "close"):
+            old.close()
+
+    def close(self) -> None:
+        if hasattr(self._parent, "close"):
+            self._parent.close()
 
     def __str__(self) -> str:
-        return f"_CheckpointableIterator(worker_count={self._worker_count})"
+        return f"_GlobalStreamIterator(position={self._position}, worker_count={self._worker_count})"
 
 
 def make_iterator(
@@ -273,7 +302,7 @@ def make_iterator(
     """Returns a checkpointable iterator over ``dataset`` batches.
 
     Args:
-        dataset: the result of ``global_batch_dataset``.
+        dataset: the result of ``global_batch_dataset`` or ``evaluation_dataset``.
         worker_count: worker processes for reading and transforming (0 = in this
             process). Workers are spawned (not forked) and unpickle the pipeline, so
             the source and transform must be picklable and importable; call
@@ -283,11 +312,9 @@ def make_iterator(
 
     Returns:
         A ``grain.DatasetIterator`` supporting ``get_state()``/``set_state()`` (and
-        so ``grain.checkpoint.CheckpointSave``), with or without workers. Its state
-        is identical on every process (it counts steps of the global stream) but
-        restores only into an iterator with the same ``worker_count``, because
-        grain's multi-worker state records per-worker positions; a mismatch raises
-        ``ValueError``.
+        so ``grain.checkpoint.CheckpointSave``). Its state is the position in the
+        global stream: identical on every process, and valid for any process count
+        and worker count.
     """
     if not isinstance(dataset, grain.MapDataset):
         raise TypeError(
@@ -298,20 +325,56 @@ def make_iterator(
         raise ValueError(f"worker_count must be >= 0, got {worker_count}.")
     if prefetch < 0:
         raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
-    # One thread per buffered batch: more threads could never have work.
-    read_options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
-    ds = dataset.to_iter_dataset(read_options)
-    if worker_count > 0:
-        if not flags.FLAGS.is_parsed():
-            # grain's multiprocessing reads its absl flags (with defaults) and raises
-            # UnparsedFlagAccessError when the program never parsed flags (pytest,
-            # notebooks, scripts without absl.app); defaults are what they would get.
-            flags.FLAGS.mark_as_parsed()
-        # Workers each take batches i::worker_count and grain interleaves them back
-        # round-robin, so the order matches worker_count=0.
-        ds = ds.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=worker_count, per_worker_buffer_size=max(prefetch, 1)
-            )
-        )
-    return _CheckpointableIterator(iter(ds), worker_count)
+    return _GlobalStreamIterator(dataset, worker_count, prefetch)
+
+
+class _PaddedSource:
+    """The source, plus rows that repeat example 0 up to `length`; `valid` tells them apart."""
+
+    def __init__(self, source: Any, length: int):
+        self._source = source
+        self._num_real = len(source)
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        real = index < self._num_real
+        example = dict(self._source[index if real else 0])
+        if "valid" in example:
+            raise ValueError("evaluation examples must not have a field named 'valid'; it marks padding rows")
+        example["valid"] = np.float32(real)
+        return example
+
+
+def evaluation_dataset(
+    source: Any,
+    *,
+    global_batch_size: int,
+    process_index: int,
+    process_count: int,
+    transform: Callable[[Any, np.random.Generator], Any] | None = None,
+) -> grain.MapDataset:
+    """One ordered pass over `source`, padded to whole global batches.
+
+    Every process runs the same number of batches (SPMD programs must), and a float32 `valid`
+    field (1 for real rows, 0 for padding) lets reductions ignore the padding, so results do not
+    depend on the batch size or the number of processes.
+    """
+    local_batch_size(global_batch_size, process_count)
+    num_examples = len(source)
+    if num_examples == 0:
+        raise ValueError("evaluation source is empty; check the dataset path and split.")
+    padded = -(-num_examples // global_batch_size) * global_batch_size
+    return global_batch_dataset(
+        _PaddedSource(source, padded),
+        global_batch_size=global_batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        seed=0,
+        shuffle=False,
+        num_epochs=1,
+        transform=transform,
+        drop_remainder=True,
+    )

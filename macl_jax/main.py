@@ -65,8 +65,7 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
             spec = stages.default_config(stage)
         config = load_config(spec, overrides)
         stage = stage or config.stage
-        if stage != config.stage:
-            fail(f"stage {stage!r} does not match config {spec} (its stage is {config.stage!r})")
+        stages.check_config_stage(stage, config.stage)
         stage_fn = stages.get_stage(stage)
     except (ConfigError, KeyError) as exc:
         fail(exc.args[0] if exc.args else str(exc))
@@ -75,6 +74,8 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
 
     setup_runtime(config)
     import jax
+
+    from macl_jax.evals.stage import EvalError
 
     workdir = Path(FLAGS.workdir)
     if "://" in FLAGS.workdir:
@@ -92,7 +93,10 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     if jax.process_index() == 0:
         write_resolved_config(config, workdir)
     logging.info("stage %s, config %s, %d process(es), %d device(s)", stage, spec, jax.process_count(), jax.device_count())
-    summary = stage_fn(freeze(config), workdir)
+    try:
+        summary = stage_fn(freeze(config), workdir)
+    except EvalError as exc:
+        fail(str(exc))
     if jax.process_index() == 0:
         write_json_atomic(workdir / f"{stage}_summary.json", summary)
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))

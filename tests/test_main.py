@@ -86,6 +86,19 @@ def test_two_processes_equal_one(run_main, main_env, tmp_path):
     s2 = json.loads((tmp_path / "two" / "smoke_summary.json").read_text())
     assert s2["heldout_mse"] == pytest.approx(s1["heldout_mse"], rel=1e-6)
 
+    # A resized job: 2 processes train to step 15, one process resumes to 30; same data, same losses.
+    resized = tmp_path / "resized"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--",
+         *SMOKE, "--config.train.num_steps=15", "--config.checkpoint.every_steps=15", "--workdir", str(resized)],
+        env=main_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    run_main([*common, "--workdir", str(resized), "--config.runtime.num_cpu_devices=2"])
+    after = _losses(resized)
+    for step in range(1, 31):
+        assert after[step] == pytest.approx(one[step], rel=1e-6, abs=1e-7), step
+
 
 def test_launcher_dry_run_prints_exact_commands():
     proc = subprocess.run(

@@ -409,8 +409,13 @@ class CheckpointManager:
         if state_meta is not None:
             self._check_fits(step_dir, getattr(state_meta, "tree", state_meta), abstract)
         items = {_STATE: ocp.args.StandardRestore(abstract), _META: ocp.args.JsonRestore()}
-        if data_iterator is not None and self._has_iterator_state(step_dir):
-            items[_DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+        foreign_state = None
+        if data_iterator is not None:
+            source = self._iterator_state_source(step_dir, data_iterator)
+            if source == "own":
+                items[_DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+            elif source is not None:
+                foreign_state = source
         try:
             restored = self._mgr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - the layout was checked above, so this is damage
@@ -426,6 +431,15 @@ class CheckpointManager:
                 step_dir,
                 stored,
                 self._fingerprint,
+            )
+        if foreign_state is not None:
+            try:
+                data_iterator.set_state(json.loads(foreign_state.read_text()))
+            except (OSError, ValueError) as e:
+                raise _Unreadable(f"data iterator state {foreign_state}: {_short(e)}") from e
+            logging.warning(
+                "the process count changed since step %d was saved; the data iterator resumes from %s, which "
+                "is valid for every process count", step, foreign_state.name,
             )
         logging.info("restored step %d from %s", step, step_dir)
         return restored[_STATE], step
@@ -466,24 +480,31 @@ class CheckpointManager:
                 "from the same model/optimizer config that wrote the checkpoint, or use a new directory."
             )
 
-    def _has_iterator_state(self, step_dir: epath.Path) -> bool:
-        """Whether to restore the iterator; raises if it was saved for another process count."""
+    def _iterator_state_source(self, step_dir: epath.Path, data_iterator: Any) -> str | epath.Path | None:
+        """Where to restore the iterator from: "own" (this process's file), another file, or None.
+
+        Iterator states are per process. An iterator whose state is the same on every process
+        (`process_count_invariant`, as `data_pipelines.loader.make_iterator` returns) may take any
+        process's file, so a job resized to another process count resumes its data exactly.
+        """
         data_dir = step_dir / _DATA
         if not data_dir.is_dir():
             logging.warning(
                 "checkpoint %s holds no data iterator state; the iterator keeps its current position", step_dir
             )
-            return False
+            return None
         index, count = jax.process_index(), jax.process_count()
         expected = data_dir / f"process_{index}-of-{count}.json"
         if expected.exists():
-            return True
-        others = sorted(p.name for p in data_dir.glob("process_*-of-*.json"))
+            return "own"
+        others = sorted(data_dir.glob("process_*-of-*.json"))
+        if others and getattr(data_iterator, "process_count_invariant", False):
+            return others[0]
         if others:
             raise CheckpointError(
-                f"the data iterator state in {data_dir} was saved by a different number of processes ({others[0]} "
-                f"...) than this run ({count}); grain iterator state is per process. Resume with the same process "
-                "count, or pass data_iterator=None to restore only the model state."
+                f"the data iterator state in {data_dir} was saved by a different number of processes "
+                f"({others[0].name} ...) than this run ({count}), and this iterator's state is per process. "
+                "Resume with the same process count, or pass data_iterator=None to restore only the model state."
             )
         raise _Unreadable(f"data iterator file {expected.name} is missing")
 

@@ -11,9 +11,10 @@ import optax
 from flax import nnx
 
 from data_pipelines.loader import global_batch_dataset, make_iterator
-from data_pipelines.smoke_regression import make_splits
+from data_pipelines.smoke_regression import RegressionSource, make_splits
 from macl_jax.config import fingerprint
 from macl_jax.evals.regression import HeldOutRegression
+from macl_jax.evals.sharded import ShardedEval
 from macl_jax.losses.regression import mean_squared_error
 from macl_jax.models.mlp import MLP
 from macl_jax.precision import compute_dtype
@@ -45,13 +46,21 @@ def build_task(config: Any) -> SupervisedTask:
     return SupervisedTask(model_fn, loss_fn, optax.adam(config.train.learning_rate))
 
 
+def splits(config: Any) -> tuple[RegressionSource, RegressionSource]:
+    dc = config.dataset
+    return make_splits(dc.num_train, dc.num_test, dc.input_dim, dc.output_dim, dc.noise, dc.seed)
+
+
+def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[ShardedEval]:
+    train_source, test_source = splits(config)
+    evaluator = HeldOutRegression(lambda state, x: task.model(state)(x, train=False), train_source.y.mean(axis=0))
+    return [ShardedEval(evaluator, test_source, config.eval.global_batch_size, mesh)]
+
+
 def run(config: Any, workdir: Path) -> dict[str, Any]:
     """Trains and evaluates; returns the final metrics."""
     mesh = runtime_mesh(config)
-    dc = config.dataset
-    train_source, test_source = make_splits(
-        dc.num_train, dc.num_test, dc.input_dim, dc.output_dim, dc.noise, dc.seed
-    )
+    train_source, _ = splits(config)
     task = build_task(config)
     dataset = global_batch_dataset(
         train_source,
@@ -61,27 +70,21 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         seed=config.seed,
     )
     train_iter = make_iterator(dataset, worker_count=config.data.worker_count, prefetch=config.data.prefetch)
-    evaluator = HeldOutRegression(
-        lambda state, x: task.model(state)(x, train=False),
-        test_source.x,
-        test_source.y,
-        train_source.y.mean(axis=0),
-        mesh,
-    )
+    evaluators = build_evaluators(config, task, mesh)
     result = fit(
         task,
         config=config,
         workdir=workdir,
         train_iter=train_iter,
         mesh=mesh,
-        evaluators=[evaluator],
+        evaluators=evaluators,
         fingerprint=fingerprint(config),
     )
-    final = evaluator.run(result.state)
+    final = evaluators[0].run(result.state)
     return {
         "step": result.step,
         "preempted": result.preempted,
         "train_loss": result.last_metrics.get("loss"),
         **{f"heldout_{k}": v for k, v in final.items()},
-        "noise_floor_mse": float(np.square(dc.noise)),
+        "noise_floor_mse": float(np.square(config.dataset.noise)),
     }

@@ -187,11 +187,28 @@ def test_iterator_with_workers_keeps_order_and_restores_state(tmp_path):
     _assert_restores_next_batch(ds, worker_count=2, tmp_path=tmp_path)
 
 
-def test_state_from_another_worker_count_is_rejected():
+def test_state_restores_across_worker_and_process_counts():
+    """A resized job: the state of a 1-process, 0-worker run resumes a 2-process, 2-worker one."""
+    (single,) = _datasets(1, size=20, global_batch=4, num_epochs=3)
+    iterator = make_iterator(single)
+    for _ in range(7):
+        next(iterator)
+    state = iterator.get_state()
+    expected = next(iterator)
+    halves = []
+    for ds in _datasets(2, size=20, global_batch=4, num_epochs=3):
+        resumed = make_iterator(ds, worker_count=2)
+        try:
+            resumed.set_state(state)
+            halves.append(next(resumed))
+        finally:
+            resumed.close()
+    for key in expected:
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), expected[key])
+
+
+def test_foreign_state_is_rejected():
     (ds,) = _datasets(1)
-    state = make_iterator(ds, worker_count=0).get_state()
-    with pytest.raises(ValueError, match="worker_count=0"):
-        make_iterator(ds, worker_count=2).set_state(state)
     with pytest.raises(ValueError, match="Not an iterator state"):
         make_iterator(ds).set_state({"next_index": 3})
 

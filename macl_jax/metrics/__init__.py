@@ -1,0 +1,1 @@
+"""Pure metric functions of arrays; each states its conventions in its docstring."""
