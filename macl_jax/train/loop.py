@@ -44,6 +44,32 @@ class FitResult:
     preempted: bool
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+    goodput: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Goodput:
+    """Where the wall time of a run went; `fraction` is the share spent in training steps."""
+
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+    init_s: float = 0.0  # state creation or restore, including its compilation
+    first_step_s: float = 0.0  # compilation of the step, mostly
+    data_wait_s: float = 0.0
+    checkpoint_s: float = 0.0
+    eval_s: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        total = time.perf_counter() - self.start
+        lost = self.init_s + self.first_step_s + self.data_wait_s + self.checkpoint_s + self.eval_s
+        return {
+            "goodput/fraction": max(0.0, total - lost) / total if total > 0 else 0.0,
+            "goodput/total_s": total,
+            "goodput/init_s": self.init_s,
+            "goodput/first_step_s": self.first_step_s,
+            "goodput/data_wait_s": self.data_wait_s,
+            "goodput/checkpoint_s": self.checkpoint_s,
+            "goodput/eval_s": self.eval_s,
+        }
 
 
 def fetch(x: Any) -> np.ndarray:
@@ -87,6 +113,7 @@ def fit(
 ) -> FitResult:
     """Trains `task` for `config.train.num_steps` steps, resuming if `workdir` has checkpoints."""
     workdir = Path(workdir)
+    goodput = Goodput()
     tcfg, ccfg = config.train, config.checkpoint
     num_steps = int(tcfg.num_steps)
     base_key = jax.random.key(int(config.seed))
@@ -113,6 +140,8 @@ def fit(
     if state is None:
         with jax.set_mesh(mesh):
             state = jax.jit(task.init, out_shardings=shardings)(init_key)
+    jax.block_until_ready(state)
+    goodput.init_s = time.perf_counter() - goodput.start
 
     step_fn = make_step_fn(task, shardings)
     writer = MetricWriter(workdir, resume_step=start)
@@ -155,6 +184,7 @@ def fit(
         if ckpt.save(step, state, data_iterator=train_iter, metadata={"num_steps": num_steps}, force=force):
             last_good = step
         checkpoint_time += time.perf_counter() - t0
+        goodput.checkpoint_s += time.perf_counter() - t0
 
     try:
         with jax.set_mesh(mesh):
@@ -163,9 +193,14 @@ def fit(
                     jax.profiler.start_trace(str(workdir / "profile"))
                 t0 = time.perf_counter()
                 batch = to_global_batch(next(train_iter), mesh)
-                data_wait += time.perf_counter() - t0
+                waited = time.perf_counter() - t0
+                data_wait += waited
+                goodput.data_wait_s += waited
                 state, metrics = step_fn(state, batch, step_key)
                 done = step + 1
+                if step == start:
+                    jax.block_until_ready(metrics)  # once: separates compilation from steady state
+                    goodput.first_step_s = time.perf_counter() - t0 - waited
                 pending.append((done, metrics))
                 inject_fault(done)
                 if done == profile_stop:
@@ -185,10 +220,12 @@ def fit(
                     progress.update(done, last_metrics)
                     interval_t0, interval_start, data_wait, checkpoint_time = time.perf_counter(), done, 0.0, 0.0
                 if evaluators and int(tcfg.eval_every) > 0 and (done % int(tcfg.eval_every) == 0 or done == num_steps):
+                    t_eval = time.perf_counter()
                     for evaluator in evaluators:
                         results = {f"eval/{evaluator.name}/{k}": v for k, v in evaluator.run(state).items()}
                         eval_metrics.update(results)
                         writer.write(done, results)
+                    goodput.eval_s += time.perf_counter() - t_eval
                 if ckpt.reached_preemption(done):
                     logging.warning("preemption signal received: saving step %d and stopping", done)
                     save(done, force=True)
@@ -198,6 +235,10 @@ def fit(
                 if done % int(ccfg.every_steps) == 0 or done == num_steps:
                     save(done, force=done == num_steps)
         drain()
+        t0 = time.perf_counter()
+        ckpt.wait_until_finished()
+        goodput.checkpoint_s += time.perf_counter() - t0
+        writer.write(int(fetch(state.step)), goodput.summary())
     finally:
         ckpt.wait_until_finished()
         ckpt.close()
@@ -205,4 +246,4 @@ def fit(
         writer.flush()
         writer.close()
     final_step = int(fetch(state.step))
-    return FitResult(state, final_step, preempted, last_metrics, eval_metrics)
+    return FitResult(state, final_step, preempted, last_metrics, eval_metrics, goodput.summary())

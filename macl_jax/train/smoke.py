@@ -87,4 +87,5 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         "train_loss": result.last_metrics.get("loss"),
         **{f"heldout_{k}": v for k, v in final.items()},
         "noise_floor_mse": float(np.square(config.dataset.noise)),
+        **result.goodput,
     }

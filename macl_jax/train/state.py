@@ -9,6 +9,7 @@ several optimizers (GANs) write their own `train_step` over several param groups
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any, Callable, Mapping, Protocol
 
 import jax
@@ -58,6 +59,11 @@ def create_model(model_fn: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> 
         return model_fn(nnx.Rngs(params=key))
 
 
+def stream_key(key: jax.Array, name: str) -> jax.Array:
+    """A named random stream: keyed by the name, so adding a stream never changes the others."""
+    return jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
 def global_norm(tree: Any) -> jax.Array:
     return optax.global_norm(tree)
 
@@ -95,7 +101,7 @@ class SupervisedTask:
         return nnx.merge(self.graphdef, state.params, state.model_state)
 
     def _rngs(self, key: jax.Array) -> nnx.Rngs:
-        return nnx.Rngs(**{name: jax.random.fold_in(key, i) for i, name in enumerate(self.rng_streams)})
+        return nnx.Rngs(**{name: stream_key(key, name) for name in self.rng_streams})
 
     def train_step(self, state: TrainState, batch: Any, key: jax.Array) -> tuple[TrainState, dict]:
         # model_state is an argument (not a closure) so BatchStat updates happen at this trace level.
