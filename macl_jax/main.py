@@ -77,7 +77,7 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
 
     from macl_jax.evals.stage import EvalError
 
-    workdir = Path(FLAGS.workdir)
+    workdir = Path(FLAGS.workdir).absolute()
     if "://" in FLAGS.workdir:
         fail(
             f"--workdir {FLAGS.workdir}: give a local or mounted path; for Cloud Storage mount the bucket "

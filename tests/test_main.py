@@ -1,6 +1,7 @@
 """The entry point, run as users run it: fresh processes, real signals, several processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def test_unknown_stage_lists_stages(run_main, tmp_path):
 
 
 def test_stage_runs_and_records_resolved_config(run_main, tmp_path):
-    run_main(["smoke", "--workdir", str(tmp_path), "--config.train.num_steps=40", "--config.runtime.num_cpu_devices=2"])
+    relative = os.path.relpath(tmp_path, REPO_ROOT)  # as users type it: relative to where they are
+    run_main(["smoke", "--workdir", relative, "--config.train.num_steps=40", "--config.runtime.num_cpu_devices=2"])
+    assert (tmp_path / "checkpoints" / "40").is_dir()
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["train"]["num_steps"] == 40 and config["runtime"]["num_cpu_devices"] == 2
     summary = json.loads((tmp_path / "smoke_summary.json").read_text())

@@ -163,9 +163,11 @@ class CheckpointManager:
             create=True,  # Orbax creates the root on the primary process behind a barrier
             cleanup_tmp_directories=False,  # interrupted saves are kept for inspection
         )
-        self._mgr = ocp.CheckpointManager(
-            epath.Path(directory), options=options, handler_registry=_handler_registry()
-        )
+        directory = epath.Path(directory)
+        if "://" not in os.fspath(directory):
+            # Orbax's tensorstore layer rejects relative paths ("Checkpoint path should be absolute").
+            directory = epath.Path(os.path.abspath(os.fspath(directory)))
+        self._mgr = ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
         self._pending_step: int | None = None
         self._barrier_count = 0
         self._closed = False
