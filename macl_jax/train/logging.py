@@ -110,6 +110,8 @@ class Progress:
         self._t0 = time.perf_counter()
         self._s0 = initial
         self._last_print = -float("inf")
+        self._start = time.perf_counter()
+        self._first_update = True
         if self.enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -126,13 +128,19 @@ class Progress:
             self._bar.refresh()
             return
         now = time.perf_counter()
+        loss_text = f" loss {float(loss):.4g}" if loss is not None else ""
+        if self._first_update:
+            # The first step includes compilation: rates are measured from here on.
+            self._first_update = False
+            self._t0, self._s0, self._last_print = now, step, now
+            print(f"step {step}/{self.total}{loss_text} | compiled in {now - self._start:.1f}s", flush=True)
+            return
         # Plain lines at most every 2 s (tiny configs log every step), always the last one.
         if (step % self.every == 0 and now - self._last_print >= 2.0) or step == self.total:
             self._last_print = now
-            elapsed = time.perf_counter() - self._t0
+            elapsed = now - self._t0
             rate = (step - self._s0) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - step) / rate if rate > 0 else float("nan")
-            loss_text = f" loss {float(loss):.4g}" if loss is not None else ""
             print(f"step {step}/{self.total}{loss_text} | {rate:.2f} steps/s | ETA {eta:.0f}s", flush=True)
 
     def close(self) -> None:
