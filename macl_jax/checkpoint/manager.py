@@ -31,6 +31,8 @@ from etils import epath
 __all__ = ["CheckpointError", "CheckpointManager"]
 
 _STATE, _META, _DATA = "state", "meta", "data"
+# The barrier Orbax's Checkpointer.restore ends with (no key prefix in our options).
+_ORBAX_RESTORE_BARRIER = "Checkpointer:restore"
 _META_FORMAT = 1
 
 
@@ -169,6 +171,7 @@ class CheckpointManager:
             directory = epath.Path(os.path.abspath(os.fspath(directory)))
         self._mgr = ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
         self._pending_step: int | None = None
+        self._passed_restore_barrier = False
         self._barrier_count = 0
         self._closed = False
         self._sigterm = False
@@ -279,7 +282,8 @@ class CheckpointManager:
         final = self._step_dir(step)
         for candidate in (final.parent / (final.name + ocp.step.TMP_DIR_SUFFIX), final):
             if candidate.exists() and ocp.step.is_path_temporary(candidate):
-                self._move_aside(candidate, step, "incomplete", "unfinished save found before re-saving")
+                # No barrier: only this process gets here, and Orbax's save-start barrier follows.
+                self._move_aside(candidate, step, "incomplete", "unfinished save found before re-saving", barrier=False)
 
     # ------------------------------------------------------------------ restore
 
@@ -397,6 +401,18 @@ class CheckpointManager:
         return outcome
 
     def _restore_step(self, step: int, abstract: Any, data_iterator: Any) -> tuple[Any, int]:
+        try:
+            return self._read_step(step, abstract, data_iterator)
+        except (_Unreadable, CheckpointError):
+            # Damage can be visible to some processes only (each reads its own shards). The others
+            # then wait in Orbax's barrier at the end of a restore; join it so that every process
+            # reaches the agreement in `_restore_agreed` instead of deadlocking.
+            if ocp.multihost.process_count() > 1 and not self._passed_restore_barrier:
+                ocp.multihost.sync_global_processes(ocp.multihost.unique_barrier_key(_ORBAX_RESTORE_BARRIER))
+            raise
+
+    def _read_step(self, step: int, abstract: Any, data_iterator: Any) -> tuple[Any, int]:
+        self._passed_restore_barrier = False
         step_dir = self._step_dir(step)
         if not step_dir.is_dir():
             raise _Unreadable("the step directory is missing")
@@ -422,6 +438,7 @@ class CheckpointManager:
             restored = self._mgr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - the layout was checked above, so this is damage
             raise _Unreadable(_short(e)) from e
+        self._passed_restore_barrier = True
         meta = restored[_META]
         if not isinstance(meta, dict) or meta.get("step") != step:
             raise _Unreadable(f"meta item does not describe step {step}: {str(meta)[:200]}")
@@ -523,8 +540,13 @@ class CheckpointManager:
     def _step_dir(self, step: int) -> epath.Path:
         return self.directory / str(step)
 
-    def _move_aside(self, path: epath.Path, step: int, tag: str, reason: str) -> epath.Path | None:
-        """Renames `path` to <step>.<tag>-<time> on the primary process; everyone waits for it."""
+    def _move_aside(
+        self, path: epath.Path, step: int, tag: str, reason: str, *, barrier: bool = True
+    ) -> epath.Path | None:
+        """Renames `path` to <step>.<tag>-<time> on the primary process; everyone waits for it.
+
+        `barrier=False` when only the primary process calls it (the others are not here).
+        """
         target = None
         if ocp.multihost.process_index() == 0:
             target = path.parent / f"{step}.{tag}-{_utc_stamp()}"
@@ -538,6 +560,8 @@ class CheckpointManager:
             except Exception as e:  # noqa: BLE001 - some filesystems (GCS) cannot rename directories
                 logging.error("could not rename %s to %s (%s); leaving it in place", path, target, _short(e))
                 target = None
+        if not barrier:
+            return target
         self._barrier_count += 1
         ocp.multihost.sync_global_processes(
             ocp.multihost.unique_barrier_key("macl_checkpoint_move_aside", suffix=f"{step}.{self._barrier_count}")
