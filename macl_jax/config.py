@@ -20,9 +20,11 @@ from typing import Any, Iterable, Sequence
 
 import ml_collections
 
-# Sections that change how a run is executed but not what it computes; they are left out of the
-# fingerprint so that, e.g., resuming on a different mesh or with another log interval is allowed.
-EXECUTION_ONLY_SECTIONS = ("runtime", "checkpoint", "logging")
+# Settings that change how a run is executed, how long or how often it reports, but not what a
+# step computes; they are left out of the fingerprint, so resuming on another mesh, with more
+# data workers, for more steps, or evaluating another checkpoint raises no warning.
+EXECUTION_ONLY_SECTIONS = ("runtime", "checkpoint", "logging", "data", "eval")
+EXECUTION_ONLY_KEYS = (("train", "num_steps"), ("train", "log_every"), ("train", "eval_every"))
 
 _CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -147,6 +149,9 @@ def to_dict(config: ml_collections.ConfigDict | ml_collections.FrozenConfigDict)
 def fingerprint(config: ml_collections.ConfigDict | ml_collections.FrozenConfigDict) -> str:
     """Hash of what the run computes: equal fingerprints mean a checkpoint is compatible."""
     content = {k: v for k, v in to_dict(config).items() if k not in EXECUTION_ONLY_SECTIONS}
+    for section, key in EXECUTION_ONLY_KEYS:
+        if isinstance(content.get(section), dict):
+            content[section].pop(key, None)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -89,6 +89,17 @@ def test_two_processes_equal_one(run_main, main_env, tmp_path):
     s2 = json.loads((tmp_path / "two" / "smoke_summary.json").read_text())
     assert s2["heldout_mse"] == pytest.approx(s1["heldout_mse"], rel=1e-6)
 
+    # The model axis spans the processes: both hold (and load) the same rows; same losses.
+    spanning = tmp_path / "model_axis"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--",
+         *common, "--config.runtime.mesh.data=1", "--config.runtime.mesh.model=-1", "--workdir", str(spanning)],
+        env=main_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    for step, loss in _losses(spanning).items():
+        assert loss == pytest.approx(one[step], rel=1e-5, abs=1e-6), step
+
     # A resized job: 2 processes train to step 15, one process resumes to 30; same data, same losses.
     resized = tmp_path / "resized"
     proc = subprocess.run(

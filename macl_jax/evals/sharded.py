@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_pipelines.loader import evaluation_dataset, make_iterator
 from macl_jax.metrics.distribution import GaussianStats
-from macl_jax.parallel import to_global_batch
+from macl_jax.parallel import check_global_batch, process_batch_shard, to_global_batch
 
 MEAN, POOL, GAUSSIAN = "mean", "pool", "gaussian"
 
@@ -43,7 +43,7 @@ def _host(x: jax.Array) -> np.ndarray:
     return np.asarray(x.addressable_data(0)) if not x.is_fully_addressable else np.asarray(x)
 
 
-def _batch_reducer(evaluator: ShardedEvaluator, mesh: Mesh):
+def batch_reducer(evaluator: ShardedEvaluator, mesh: Mesh):
     """Jitted: per-example outputs of one global batch -> masked partial sums / gathered values."""
 
     def reduce(state: Any, batch: Any) -> dict[str, Any]:
@@ -68,9 +68,14 @@ def _batch_reducer(evaluator: ShardedEvaluator, mesh: Mesh):
     return jax.jit(reduce, out_shardings=NamedSharding(mesh, P()))
 
 
-def evaluate(evaluator: ShardedEvaluator, state: Any, batches: Iterable[Any], mesh: Mesh) -> dict[str, float]:
-    """Runs `evaluator` over per-process `batches` and returns its final metrics."""
-    step = _batch_reducer(evaluator, mesh)
+def evaluate(
+    evaluator: ShardedEvaluator, state: Any, batches: Iterable[Any], mesh: Mesh, *, reducer: Any = None
+) -> dict[str, float]:
+    """Runs `evaluator` over per-process `batches` and returns its final metrics.
+
+    Pass the `reducer` from an earlier call (`batch_reducer`) to reuse its compilation.
+    """
+    step = reducer or batch_reducer(evaluator, mesh)
     sums: dict[str, list[float]] = {}
     gauss: dict[str, GaussianStats] = {}
     pools: dict[str, list[np.ndarray]] = {}
@@ -112,12 +117,16 @@ class ShardedEval:
         self.source = source
         self.global_batch_size = global_batch_size
         self.mesh = mesh
+        # Built once: periodic evaluations reuse one compilation.
+        self._reducer = batch_reducer(evaluator, mesh)
 
     def run(self, state: Any) -> dict[str, float]:
+        check_global_batch(self.global_batch_size, self.mesh)
+        shard_index, shard_count = process_batch_shard(self.mesh)
         dataset = evaluation_dataset(
             self.source,
             global_batch_size=self.global_batch_size,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            process_index=shard_index,
+            process_count=shard_count,
         )
-        return evaluate(self.evaluator, state, make_iterator(dataset, prefetch=0), self.mesh)
+        return evaluate(self.evaluator, state, make_iterator(dataset, prefetch=0), self.mesh, reducer=self._reducer)

@@ -1,7 +1,8 @@
 """Multi-process start-up: one call that does the right thing on every platform.
 
-* Cloud TPU pod slices and SLURM jobs with several tasks: `jax.distributed.initialize()` without
-  arguments, which reads the TPU metadata or the SLURM environment itself.
+* Cloud TPU VMs (TPU chips on the PCI bus; pod slices, GKE) and SLURM jobs with several tasks:
+  `jax.distributed.initialize()` without arguments, which reads the TPU metadata or the SLURM
+  environment itself.
 * Generic clusters and local multi-process runs: the coordinator address, process count and
   process id come from the config or from `MACL_COORDINATOR_ADDRESS`, `MACL_NUM_PROCESSES`,
   `MACL_PROCESS_ID` (the JAX spellings `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
@@ -41,11 +42,23 @@ def _env_first(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
+def on_cloud_tpu_vm() -> bool:
+    """True on a Cloud TPU VM: TPU chips on the PCI bus (no network query, no backend start)."""
+    try:
+        from jax._src import hardware_utils  # private, but the same check JAX's TPU start-up uses
+
+        chips, _ = hardware_utils.num_available_tpu_chips_and_device_id()
+        return chips > 0
+    except Exception:  # noqa: BLE001 - absent or changed internals: not a TPU VM as far as we know
+        return False
+
+
 def detect_cluster(
     coordinator_address: str = "",
     num_processes: int = 0,
     process_id: int = -1,
     env: Mapping[str, str] | None = None,
+    tpu_vm: bool | None = None,
 ) -> ClusterSpec:
     """Decides how to initialise from explicit settings first, then the environment."""
     env = os.environ if env is None else env
@@ -71,6 +84,10 @@ def detect_cluster(
     # A multi-host TPU slice lists all its workers; a single host has one (or no) entry.
     tpu_hosts = env.get("TPU_WORKER_HOSTNAMES", "")
     if len([h for h in tpu_hosts.split(",") if h]) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return ClusterSpec("tpu")
+    # On Cloud TPU VMs the worker list lives in the GCE metadata, not in the environment; JAX's
+    # initialize() reads it (and on a single-host slice it yields one process).
+    if (on_cloud_tpu_vm() if tpu_vm is None else tpu_vm) and env.get("TPU_SKIP_MDS_QUERY") is None:
         return ClusterSpec("tpu")
     if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
         return ClusterSpec("slurm", num_processes=int(env["SLURM_NTASKS"]), process_id=int(env.get("SLURM_PROCID", 0)))

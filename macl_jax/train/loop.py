@@ -19,7 +19,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from macl_jax.checkpoint import CheckpointManager
-from macl_jax.parallel import infer_state_shardings, to_global_batch
+from macl_jax.parallel import check_global_batch, infer_state_shardings, to_global_batch
 from macl_jax.train.faults import FaultInjector
 from macl_jax.train.logging import MetricWriter, Progress
 from macl_jax.train.state import Task, TrainState
@@ -116,6 +116,7 @@ def fit(
     goodput = Goodput()
     tcfg, ccfg = config.train, config.checkpoint
     num_steps = int(tcfg.num_steps)
+    check_global_batch(int(tcfg.global_batch_size), mesh)
     base_key = jax.random.key(int(config.seed))
     init_key, step_key = jax.random.split(base_key)
 
@@ -156,6 +157,7 @@ def fit(
     interval_t0 = time.perf_counter()
     interval_start = start
     preempted = False
+    tracing = False
     inject_fault = FaultInjector()
 
     def drain() -> None:
@@ -189,8 +191,9 @@ def fit(
     try:
         with jax.set_mesh(mesh):
             for step in range(start, num_steps):
-                if step == profile_start:
+                if step == profile_start and not tracing:
                     jax.profiler.start_trace(str(workdir / "profile"))
+                    tracing = True
                 t0 = time.perf_counter()
                 batch = to_global_batch(next(train_iter), mesh)
                 waited = time.perf_counter() - t0
@@ -203,9 +206,10 @@ def fit(
                     goodput.first_step_s = time.perf_counter() - t0 - waited
                 pending.append((done, metrics))
                 inject_fault(done)
-                if done == profile_stop:
+                if done == profile_stop and tracing:
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
+                    tracing = False
                 if done % int(tcfg.log_every) == 0 or done == num_steps:
                     drain()
                     elapsed = time.perf_counter() - interval_t0
@@ -240,6 +244,8 @@ def fit(
         goodput.checkpoint_s += time.perf_counter() - t0
         writer.write(int(fetch(state.step)), goodput.summary())
     finally:
+        if tracing:  # preempted, stopped or past the last step inside the window: keep the trace
+            jax.profiler.stop_trace()
         ckpt.wait_until_finished()
         ckpt.close()
         progress.close()

@@ -120,7 +120,8 @@ class SupervisedTask:
             **metrics,
             "loss": loss,
             "grad_norm": global_norm(grads),
-            "finite": all_finite(loss, grads),
+            # The new state too: e.g. Adam's second moment can overflow while grads stay finite.
+            "finite": all_finite(loss, grads, params, opt_state),
         }
         return TrainState(state.step + 1, params, opt_state, model_state), metrics
 

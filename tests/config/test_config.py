@@ -66,7 +66,11 @@ def test_frozen_config_is_hashable_and_static_safe():
 
 def test_fingerprint_ignores_execution_only_sections():
     base = load_config("configs/smoke.py:tiny")
-    moved = load_config("configs/smoke.py:tiny", ["runtime.mesh.fsdp=2", "checkpoint.max_to_keep=9"])
+    moved = load_config(
+        "configs/smoke.py:tiny",
+        ["runtime.mesh.fsdp=2", "checkpoint.max_to_keep=9", "data.worker_count=4", "train.num_steps=999",
+         "train.log_every=7", "eval.checkpoint_step=3"],
+    )
     changed = load_config("configs/smoke.py:tiny", ["train.learning_rate=0.5"])
     assert fingerprint(base) == fingerprint(moved)
     assert fingerprint(base) != fingerprint(changed)

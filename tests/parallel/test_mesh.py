@@ -51,15 +51,17 @@ def test_global_batch_is_sharded_over_batch_axes():
 
 
 def test_cluster_detection_from_environment():
-    assert detect_cluster(env={}).kind == "single"
+    assert detect_cluster(env={}, tpu_vm=False).kind == "single"
+    assert detect_cluster(env={}, tpu_vm=True).kind == "tpu"  # worker list from GCE metadata
+    assert detect_cluster(env={"TPU_SKIP_MDS_QUERY": "1"}, tpu_vm=True).kind == "single"
     spec = detect_cluster(
         env={"MACL_COORDINATOR_ADDRESS": "10.0.0.1:1234", "MACL_NUM_PROCESSES": "4", "MACL_PROCESS_ID": "3"}
     )
     assert (spec.kind, spec.coordinator_address, spec.num_processes, spec.process_id) == ("explicit", "10.0.0.1:1234", 4, 3)
     assert detect_cluster(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16", "SLURM_PROCID": "5"}).kind == "slurm"
-    assert detect_cluster(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}).kind == "single"
+    assert detect_cluster(env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, tpu_vm=False).kind == "single"
     assert detect_cluster(env={"TPU_WORKER_HOSTNAMES": "w0,w1,w2,w3"}).kind == "tpu"
-    assert detect_cluster(env={"TPU_WORKER_HOSTNAMES": "localhost"}).kind == "single"
+    assert detect_cluster(env={"TPU_WORKER_HOSTNAMES": "localhost"}, tpu_vm=False).kind == "single"
     with pytest.raises(ValueError, match="MACL_PROCESS_ID"):
         detect_cluster(env={"MACL_COORDINATOR_ADDRESS": "h:1", "MACL_NUM_PROCESSES": "2"})
     with pytest.raises(ValueError, match="outside"):

@@ -58,3 +58,20 @@ def test_eight_devices_equal_one():
     for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     assert losses8[-1] < losses8[0]  # and it is actually learning
+
+
+class Scale(nnx.Module):
+    def __init__(self, rngs):
+        self.w = nnx.Param(jnp.ones((3,)))
+
+    def __call__(self, x, *, train, rngs=None):
+        return jnp.sum(self.w[...] * x)
+
+
+def test_overflow_in_optimizer_state_is_not_finite():
+    # Gradients of 1e20 are finite, but Adam's second moment (g^2 = 1e40) overflows float32.
+    task = SupervisedTask(Scale, lambda model, batch, rngs, train: (model(batch, train=train), {}), optax.adam(1e-3))
+    state = task.init(jax.random.key(0))
+    _, metrics = task.train_step(state, jnp.full((3,), 1e20, jnp.float32), jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert not bool(metrics["finite"])

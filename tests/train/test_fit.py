@@ -104,3 +104,16 @@ def test_profiler_trace_for_requested_steps(tmp_path):
     )
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert traces and traces[0].stat().st_size > 0
+
+
+def test_profiler_window_past_the_end_is_still_written_and_resumable(tmp_path):
+    overrides = ["checkpoint.every_steps=4", "runtime.profile.start_step=2", "runtime.profile.num_steps=100"]
+    _fit(tmp_path, ["train.num_steps=4", *overrides], jax.devices(), {"data": -1})
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))
+    result = _fit(tmp_path, ["train.num_steps=8", *overrides], jax.devices(), {"data": -1})  # resumes at 4
+    assert result.step == 8
+
+
+def test_indivisible_global_batch_names_the_key(tmp_path):
+    with pytest.raises(ValueError, match="global_batch_size"):
+        _fit(tmp_path, ["train.global_batch_size=12"], jax.devices(), {"data": -1})
