@@ -115,3 +115,13 @@ def test_profiler_window_past_the_end_is_still_written_and_resumable(tmp_path):
 def test_indivisible_global_batch_names_the_key(tmp_path):
     with pytest.raises(ValueError, match="global_batch_size"):
         _fit(tmp_path, ["train.global_batch_size=12"], jax.devices(), {"data": -1})
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
+    result = _fit(tmp_path, ["train.num_steps=20", "runtime.compute_dtype=bfloat16"], jax.devices(), {"data": -1})
+    assert {np.asarray(x).dtype for x in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
+    losses = read_metrics(tmp_path / "metrics.jsonl")
+    assert np.isfinite(losses[20]["loss"]) and losses[20]["loss"] < losses[1]["loss"]
+    model = build_task(freeze(load_config("configs/smoke.py:tiny", ["runtime.compute_dtype=bfloat16"]))).model(result.state)
+    hidden = model.layers[0](np.ones((2, 16), np.float32))
+    assert hidden.dtype == np.dtype("bfloat16")  # activations really are computed in bf16
