@@ -1,11 +1,12 @@
 """Assembling global batches from per-process data.
 
-The batch dimension is split over (`data`, `fsdp`). Each process loads `global / process_count`
-examples (the rows its devices own, in order) and the pieces become one global `jax.Array`.
+The batch dimension is split over (`data`, `fsdp`). Each process loads the rows its devices own,
+in order (`process_batch_shard`), and the pieces become one global `jax.Array`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
+@functools.lru_cache(maxsize=64)
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     """Leading dimension split over the batch axes, the rest replicated."""
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
@@ -24,6 +26,7 @@ def batch_shards(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
 
 
+@functools.lru_cache(maxsize=16)  # called for every batch; the answer depends on the mesh only
 def process_batch_shard(mesh: Mesh) -> tuple[int, int]:
     """(index, count): this process loads rows block `index` of `count` equal blocks of each batch.
 
