@@ -172,7 +172,7 @@ def fit(
                 writer.close()
                 where = f"step {last_good} in {ckpt.directory}" if last_good is not None else "none (no checkpoint yet)"
                 raise NonFiniteError(
-                    f"non-finite loss or gradients at step {s}; training stopped and nothing after the last good "
+                    f"non-finite loss, gradients or state at step {s}; training stopped and nothing after the last good "
                     f"checkpoint was saved. Last good checkpoint: {where}. Lower the learning rate, enable gradient "
                     "clipping or check the inputs of this step; rerunning the same command resumes from it."
                 )
