@@ -21,6 +21,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from macl_jax.config import write_json_atomic
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -101,7 +103,7 @@ def save_suite(suite: str, rows: list[Row], command: str) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{suite}.json"
     payload = {"suite": suite, "command": command, "machine": machine(), "rows": [dataclasses.asdict(r) for r in rows]}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(path, payload)
     write_markdown()
     return path
 
@@ -138,4 +140,6 @@ def write_markdown() -> None:
             base = f"{_fmt(r['baseline'])} ({r['baseline_name']})" if r.get("baseline") else ""
             lines.append(f"| {r['name']} | {_fmt(r['value'])} | {r['unit']} | {base} | {_fmt(ratio)} | {r['notes']} |")
         lines.append("")
-    RESULTS_MD.write_text("\n".join(lines))
+    tmp = RESULTS_MD.with_name(f".{RESULTS_MD.name}.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, RESULTS_MD)  # an interrupted run never leaves half a table

@@ -17,9 +17,8 @@ import jax
 
 from macl_jax.checkpoint import CheckpointManager
 from macl_jax.config import fingerprint, write_json_atomic
-from macl_jax.parallel import infer_state_shardings
 from macl_jax.stages import STAGES
-from macl_jax.train.loop import abstract_with_shardings
+from macl_jax.train.loop import state_layout
 from macl_jax.train.runtime import runtime_mesh
 
 
@@ -35,8 +34,7 @@ def restore_state(task: Any, config: Any, workdir: Path, mesh: Any) -> tuple[Any
             f"no checkpoint in {directory}; train first (macl-jax {config.stage} --workdir {workdir}) "
             "or point --config.eval.checkpoint_dir at a run's checkpoints"
         )
-    abstract = jax.eval_shape(task.init, jax.random.key(0))
-    target = abstract_with_shardings(abstract, infer_state_shardings(abstract, mesh))
+    target, _ = state_layout(task, jax.random.key(0), mesh)
     manager = CheckpointManager(directory, async_save=False, fingerprint=fingerprint(config))
     try:
         step = int(config.eval.checkpoint_step)

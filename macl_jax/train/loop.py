@@ -79,17 +79,23 @@ def fetch(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+def state_layout(task: Task, key: jax.Array, mesh: Mesh) -> tuple[Any, Any]:
+    """(target, shardings): the state's shapes with their shardings on `mesh`, nothing allocated.
+
+    `target` (ShapeDtypeStructs carrying shardings) is what a checkpoint restores into.
+    """
+    abstract = jax.eval_shape(task.init, key)
+    shardings = infer_state_shardings(abstract, mesh)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return target, shardings
 
 
 def create_state(task: Task, key: jax.Array, mesh: Mesh) -> tuple[TrainState, Any, Any]:
-    """(state, shardings, abstract) with the state created directly in its sharded layout."""
-    abstract = jax.eval_shape(task.init, key)
-    shardings = infer_state_shardings(abstract, mesh)
+    """(state, shardings, target) with the state created directly in its sharded layout."""
+    target, shardings = state_layout(task, key, mesh)
     with jax.set_mesh(mesh):
         state = jax.jit(task.init, out_shardings=shardings)(key)
-    return state, shardings, abstract
+    return state, shardings, target
 
 
 def make_step_fn(task: Task, shardings: Any):
@@ -128,13 +134,12 @@ def fit(
         async_save=bool(ccfg.async_save),
         fingerprint=fingerprint,
     )
-    abstract = jax.eval_shape(task.init, init_key)
-    shardings = infer_state_shardings(abstract, mesh)
+    target, shardings = state_layout(task, init_key, mesh)
     start = 0
     state = None
     if ckpt.latest_step() is not None:
         t0 = time.perf_counter()
-        restored = ckpt.restore(abstract_with_shardings(abstract, shardings), data_iterator=train_iter)
+        restored = ckpt.restore(target, data_iterator=train_iter)
         if restored is not None:
             state, start = restored
             logging.info("resumed from step %d in %.2fs", start, time.perf_counter() - t0)

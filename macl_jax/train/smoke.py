@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ def build_task(config: Any) -> SupervisedTask:
     return SupervisedTask(model_fn, loss_fn, optax.adam(config.train.learning_rate))
 
 
+@functools.lru_cache(maxsize=4)  # frozen configs are hashable: training and evaluators share one draw
 def splits(config: Any) -> tuple[RegressionSource, RegressionSource]:
     dc = config.dataset
     return make_splits(dc.num_train, dc.num_test, dc.input_dim, dc.output_dim, dc.noise, dc.seed)
