@@ -70,13 +70,6 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     except (ConfigError, KeyError) as exc:
         fail(exc.args[0] if exc.args else str(exc))
 
-    from macl_jax.train.runtime import setup_runtime  # imports jax: after argument checks
-
-    setup_runtime(config)
-    import jax
-
-    from macl_jax.evals.stage import EvalError
-
     workdir = Path(FLAGS.workdir).absolute()
     if "://" in FLAGS.workdir:
         fail(
@@ -90,6 +83,14 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
         probe.unlink()
     except OSError as exc:
         fail(f"cannot write to --workdir {workdir}: {exc.strerror or exc}. Choose a writable directory.")
+
+    from macl_jax.train.runtime import setup_runtime  # imports jax: after argument checks
+
+    setup_runtime(config)
+    import jax
+
+    from macl_jax.evals.stage import EvalError
+
     if jax.process_index() == 0:
         write_resolved_config(config, workdir)
     logging.info("stage %s, config %s, %d process(es), %d device(s)", stage, spec, jax.process_count(), jax.device_count())
