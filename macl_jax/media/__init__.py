@@ -1,1 +1,1 @@
-"""Media I/O (video, audio, images) and landmark drawing; modules import only numpy-side libraries."""
+"""Media: audio features, audio/video files, images and landmark drawing."""
