@@ -10,7 +10,7 @@ import importlib
 import shlex
 import sys
 
-SUITES = {"runtime": "benchmarks.runtime_suite", "scaling": "benchmarks.scaling_suite"}
+SUITES = {"runtime": "benchmarks.runtime_suite", "scaling": "benchmarks.scaling_suite", "data": "benchmarks.data_suite"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,191 @@
+"""TFDS builder of SynthTalk (ArrayRecord files, no TensorFlow needed to build or read).
+
+    from data_pipelines.synthtalk import builder
+    path = builder.build("voxceleb_like_tiny", data_dir="~/tensorflow_datasets")
+    source = builder.data_source(path, "train")    # random access, feeds grain
+
+Configs: `voxceleb_like_{tiny,default}` and `mead_like_{tiny,default}` (`_seed<N>` for other seeds).
+Clips are generated in worker processes in a fixed order and written without tfds' shuffle, so a
+build is byte-identical for a given seed whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_pipelines import schema
+from data_pipelines.synthtalk import speech
+from data_pipelines.synthtalk.clip import encode_jpeg, generate_clip
+from data_pipelines.synthtalk.speakers import make_speaker
+from data_pipelines.synthtalk.specs import KINDS, SIZES, SPLITS, VariantSpec, parse_name, variant
+
+_VERSION = "1.0.0"
+
+
+@dataclasses.dataclass(eq=False)
+class SynthTalkConfig(tfds.core.BuilderConfig):
+    spec: VariantSpec | None = None
+
+
+def _config(spec: VariantSpec) -> SynthTalkConfig:
+    return SynthTalkConfig(
+        name=spec.name,
+        version=_VERSION,
+        description=f"{spec.kind} SynthTalk, {spec.size}: {spec.num_train_speakers} training + "
+        f"{spec.num_test_speakers} test speakers, {spec.num_frames}-frame clips at {spec.image_size} px",
+        spec=spec,
+    )
+
+
+def example_from_clip(clip, spec: VariantSpec) -> dict[str, Any]:
+    """The schema example (see data_pipelines.schema) of a generated clip."""
+    num_frames = len(clip.frames)
+    return {
+        "clip_id": clip.clip_id,
+        "speaker_id": clip.speaker.speaker_id,
+        "speaker": np.int32(clip.speaker.index),
+        "emotion": clip.emotion,
+        "intensity": np.int32(clip.intensity),
+        "fps": np.float32(spec.fps),
+        "sample_rate": np.int32(spec.sample_rate),
+        "frames": np.array([encode_jpeg(f, spec.jpeg_quality) for f in clip.frames], dtype=object),
+        "audio": clip.audio,
+        "landmarks_2d": clip.landmarks_2d,
+        "landmarks_3d": clip.landmarks_3d,
+        "landmarks_valid": np.ones(num_frames, dtype=bool),
+        "head_rotation": clip.head_rotation,
+        "head_translation": clip.head_translation,
+        "visemes": clip.visemes,
+        "phonemes": clip.alignment.phonemes.astype(np.int32),
+        "phoneme_start": clip.alignment.start.astype(np.float32),
+        "phoneme_end": clip.alignment.end.astype(np.float32),
+    }
+
+
+def _make_example(task: tuple[VariantSpec, str, int, int]) -> tuple[str, dict[str, Any]]:
+    spec, split, speaker, clip_index = task
+    clip = generate_clip(spec, split, speaker, clip_index)
+    return clip.clip_id, example_from_clip(clip, spec)
+
+
+def _tasks(spec: VariantSpec, split: str) -> list[tuple[VariantSpec, str, int, int]]:
+    return [
+        (spec, split, speaker, clip)
+        for speaker in spec.speakers(split)
+        for clip in range(len(spec.clip_conditions(split)))
+    ]
+
+
+def _worker_context():
+    """fork when JAX is not loaded (fast, works from notebooks); spawn when it is (its threads
+    make fork unsafe). spawn re-imports __main__, impossible for code typed at a prompt: then the
+    build runs in this process."""
+    if "jax" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    main = sys.modules.get("__main__")
+    if main is not None and not getattr(main, "__file__", None) and not getattr(main, "__spec__", None):
+        return None
+    return multiprocessing.get_context("spawn")
+
+
+class SynthTalk(tfds.core.GeneratorBasedBuilder):
+    """SynthTalk: procedural talking heads with exact ground truth."""
+
+    name = "synthtalk"
+    VERSION = tfds.core.Version(_VERSION)
+    RELEASE_NOTES = {_VERSION: "First release."}
+    BUILDER_CONFIGS = [_config(variant(kind, size)) for kind in KINDS for size in SIZES]
+    num_workers = 0  # generator processes; 0 = one per CPU core
+    # tfds locates a builder's source file to find download checksums; SynthTalk downloads
+    # nothing, and the lookup needs the optional importlib_resources package for some installs.
+    code_path = None
+
+    @property
+    def spec(self) -> VariantSpec:
+        return self.builder_config.spec
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        spec = self.spec
+        speakers = [make_speaker(spec.seed, spec.kind, i) for i in range(spec.num_train_speakers + spec.num_test_speakers)]
+        metadata = tfds.core.MetadataDict(
+            variant={k: v for k, v in dataclasses.asdict(spec).items()},
+            speakers=[s.speaker_id for s in speakers],
+            speaker_details=[s.describe() for s in speakers],
+            phonemes=[p.symbol for p in speech.INVENTORY],
+            phoneme_kinds=[p.kind for p in speech.INVENTORY],
+            viseme_names=list(speech.VISEME_NAMES),
+        )
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            features=schema.features(),
+            metadata=metadata,
+            # Generation order is already a fixed function of the seed; tfds' shuffle would only
+            # cost time.
+            disable_shuffling=True,
+            homepage="https://github.com/macl-jax/macl-jax",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        # A variant may leave a split empty (e.g. no validation clips); tfds cannot write those.
+        return {split: self._generate_examples(split) for split in SPLITS if self.spec.num_clips(split)}
+
+    def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        tasks = _tasks(self.spec, split)
+        workers = self.num_workers or os.cpu_count() or 1
+        if workers == 1:
+            yield from map(_make_example, tasks)
+            return
+        context = _worker_context()
+        if context is None:
+            yield from map(_make_example, tasks)
+            return
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # map() keeps task order, so the files do not depend on the number of workers.
+            yield from pool.map(_make_example, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+
+
+def builder(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> SynthTalk:
+    spec = name if isinstance(name, VariantSpec) else parse_name(name)
+    registered = {c.name: c for c in SynthTalk.BUILDER_CONFIGS}
+    # tfds refuses a new config object under a registered name; other specs get their own config.
+    config = spec.name if spec.name in registered else _config(spec)
+    b = SynthTalk(config=config, data_dir=os.path.abspath(os.path.expanduser(data_dir)), file_format="array_record")
+    b.num_workers = num_workers
+    return b
+
+
+def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
+    """Builds the variant under `data_dir` if it is not there yet; returns its directory.
+
+    tfds writes into a temporary directory and renames it when complete, so an interrupted
+    build leaves no half-written dataset behind (the next call starts over).
+    """
+    b = builder(name, data_dir, num_workers)
+    if not os.path.exists(os.path.join(b.data_dir, "dataset_info.json")):
+        start = time.perf_counter()
+        b.download_and_prepare()
+        elapsed = time.perf_counter() - start
+        print(f"SynthTalk {b.builder_config.name}: built in {elapsed:.1f} s -> {b.data_dir}", flush=True)
+    return b.data_dir
+
+
+def data_source(dataset_dir: str, split: str):
+    """Random-access source of schema examples (decoded, frames still JPEG bytes)."""
+    if not os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
+        raise FileNotFoundError(
+            f"no TFDS dataset at {dataset_dir} (dataset_info.json missing); build it first, e.g. "
+            "`python -m data_pipelines.synthtalk build --variant voxceleb_like_tiny --data_dir <dir>`"
+        )
+    return tfds.builder_from_directory(dataset_dir).as_data_source(split=split)
