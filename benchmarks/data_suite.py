@@ -1,13 +1,15 @@
 """SynthTalk: generation speed, build times, what the data teaches, input-pipeline throughput.
 
-Builds `voxceleb_like_tiny`, `mead_like_tiny` and `voxceleb_like_default` from scratch (the default
-build takes minutes), then times the grain pipelines of each window type on the default build.
-Set MACL_BENCH_DATA_DIR to keep the builds (otherwise a temporary directory is used).
+Builds `voxceleb_like_tiny`, `mead_like_tiny` and `voxceleb_like_default` from scratch in a fresh
+directory (the default build takes minutes), then runs the probes and times the grain pipelines of
+each window type on the default build. Set MACL_BENCH_DATA_DIR to keep the builds under that
+directory (a new subdirectory per run, so build times are always measured, never reused).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
@@ -46,7 +48,10 @@ def _pipeline_rate(source, window, batch: int, workers: int, num_batches: int) -
 
 def run() -> list[Row]:
     rows: list[Row] = []
-    data_dir = os.environ.get("MACL_BENCH_DATA_DIR") or tempfile.mkdtemp(prefix="synthtalk-bench-")
+    keep = os.environ.get("MACL_BENCH_DATA_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+    data_dir = tempfile.mkdtemp(prefix="synthtalk-bench-", dir=keep or None)
 
     for size in (64, 128, 256):
         spec = variant("voxceleb_like", "tiny", image_size=size)
@@ -85,4 +90,6 @@ def run() -> list[Row]:
             rate = _pipeline_rate(source, window, batch, workers, num_batches=12)
             rows.append(Row(f"pipeline {name} windows, {workers} workers", rate, "examples/s",
                             notes=f"voxceleb_like_default, batch {batch}"))
+    if not keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
     return rows

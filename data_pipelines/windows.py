@@ -100,7 +100,9 @@ class SFEWindows:
         centres = start + _CONTEXT + self.stride * np.arange(self.num_steps)
         mel = _audio_features(example, num_frames)
         frame_index = centres[:, None] + np.arange(-_CONTEXT, _CONTEXT + 1)[None, :]
-        frames = decode_frames(example["frames"], frame_index, as_text(example["clip_id"]))
+        # Neighbouring 5-frame stacks overlap when stride < 5: decode each frame once.
+        unique, inverse = np.unique(frame_index, return_inverse=True)
+        frames = decode_frames(example["frames"], unique, as_text(example["clip_id"]))[inverse.reshape(-1)]
         return {
             "audio": audio_features.windows_at(mel, centres),
             "frames": frames.reshape(self.num_steps, 2 * _CONTEXT + 1, *frames.shape[1:]),

@@ -38,6 +38,14 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m data_pipelines.synthtalk {{{'|'.join(_COMMANDS)}}} [--flags]; see --helpfull", file=sys.stderr)
         return 2
     command = argv[1]
+    try:
+        return _run(command)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(command: str) -> int:
     spec = _spec()
     if command == "build":
         from data_pipelines.synthtalk import builder

@@ -113,3 +113,22 @@ def test_restored_iterator_yields_the_same_next_batch(tiny_voxceleb):
     got = next(restored)
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_worker_processes_give_the_same_batches(tiny_voxceleb):
+    """Transforms are numpy-only and picklable: grain workers reproduce the in-process batches."""
+    _, path, _ = tiny_voxceleb
+    source = builder.data_source(path, "train")
+
+    def first_batches(workers):
+        ds = loader.global_batch_dataset(source, global_batch_size=4, process_index=0, process_count=1,
+                                         seed=9, transform=RendererPairs())
+        it = loader.make_iterator(ds, worker_count=workers, prefetch=1)
+        try:
+            return [next(it) for _ in range(3)]
+        finally:
+            it.close()
+
+    for a, b in zip(first_batches(0), first_batches(2)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
