@@ -133,7 +133,6 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
             # Generation order is already a fixed function of the seed; tfds' shuffle would only
             # cost time.
             disable_shuffling=True,
-            homepage="https://github.com/macl-jax/macl-jax",
         )
 
     def _split_generators(self, dl_manager):
