@@ -59,7 +59,9 @@ def test_examples_follow_the_schema(tiny_voxceleb):
 
 
 def _digest(path):
-    files = sorted(glob.glob(os.path.join(path, "*.array_record-*"))) + [os.path.join(path, "features.json")]
+    # Every file of the build: shards, dataset_info.json, features.json, metadata.json, labels.
+    files = sorted(glob.glob(os.path.join(path, "*")))
+    assert any(".array_record-" in f for f in files) and len(files) >= 5
     h = hashlib.sha256()
     for f in files:
         h.update(os.path.basename(f).encode())
