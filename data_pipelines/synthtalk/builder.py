@@ -12,7 +12,9 @@ build is byte-identical for a given seed whatever the number of workers.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import multiprocessing
 import os
 import sys
@@ -106,6 +108,7 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {_VERSION: "First release."}
     BUILDER_CONFIGS = [_config(variant(kind, size)) for kind in KINDS for size in SIZES]
     num_workers = 0  # generator processes; 0 = one per CPU core
+    pool = None  # set by build(): one process pool serves all splits
     # tfds locates a builder's source file to find download checksums; SynthTalk downloads
     # nothing, and the lookup needs the optional importlib_resources package for some installs.
     code_path = None
@@ -142,17 +145,27 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         tasks = _tasks(self.spec, split)
+        pool = self.pool
+        if pool is None:
+            with self._make_pool() as pool:
+                yield from self._map(pool, tasks)
+        else:
+            yield from self._map(pool, tasks)
+
+    def _map(self, pool, tasks):
+        if pool is None:
+            return map(_make_example, tasks)
+        # map() keeps task order, so the files do not depend on the number of workers.
         workers = self.num_workers or os.cpu_count() or 1
-        if workers == 1:
-            yield from map(_make_example, tasks)
-            return
-        context = _worker_context()
+        return pool.map(_make_example, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+
+    def _make_pool(self):
+        """A process pool for the generator, or a null context when generating in this process."""
+        workers = self.num_workers or os.cpu_count() or 1
+        context = _worker_context() if workers > 1 else None
         if context is None:
-            yield from map(_make_example, tasks)
-            return
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            # map() keeps task order, so the files do not depend on the number of workers.
-            yield from pool.map(_make_example, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+            return contextlib.nullcontext()
+        return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
 
 
 def builder(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> SynthTalk:
@@ -168,21 +181,39 @@ def builder(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> Syn
 def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
     """Builds the variant under `data_dir` if it is not there yet; returns its directory.
 
-    tfds writes into a temporary directory and renames it when complete, so an interrupted
-    build leaves no half-written dataset behind (the next call starts over).
+    tfds writes into a temporary directory and renames it when complete, so an interrupted build
+    leaves no half-written dataset behind (the next call starts over). Processes that share
+    `data_dir` (the processes of a job on one host, or hosts on NFS) serialise on a lock file:
+    one builds, the others wait and reuse it. On object stores without locks (gs://), build once
+    beforehand with `python -m data_pipelines.synthtalk build`; the build is deterministic, so
+    hosts may also each build their own local copy.
     """
     b = builder(name, data_dir, num_workers)
-    if not os.path.exists(os.path.join(b.data_dir, "dataset_info.json")):
-        start = time.perf_counter()
-        b.download_and_prepare()
-        elapsed = time.perf_counter() - start
-        print(f"SynthTalk {b.builder_config.name}: built in {elapsed:.1f} s -> {b.data_dir}", flush=True)
+    if _is_built(b.data_dir):
+        return b.data_dir
+    os.makedirs(os.path.dirname(os.path.dirname(b.data_dir)), exist_ok=True)
+    lock_path = os.path.join(os.path.dirname(os.path.dirname(b.data_dir)), f".{b.builder_config.name}.lock")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        try:
+            if not _is_built(b.data_dir):
+                start = time.perf_counter()
+                with b._make_pool() as b.pool:
+                    b.download_and_prepare()
+                elapsed = time.perf_counter() - start
+                print(f"SynthTalk {b.builder_config.name}: built in {elapsed:.1f} s -> {b.data_dir}", flush=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return b.data_dir
+
+
+def _is_built(dataset_dir: str) -> bool:
+    return os.path.exists(os.path.join(dataset_dir, "dataset_info.json"))
 
 
 def data_source(dataset_dir: str, split: str):
     """Random-access source of schema examples (decoded, frames still JPEG bytes)."""
-    if not os.path.exists(os.path.join(dataset_dir, "dataset_info.json")):
+    if not _is_built(dataset_dir):
         raise FileNotFoundError(
             f"no TFDS dataset at {dataset_dir} (dataset_info.json missing); build it first, e.g. "
             "`python -m data_pipelines.synthtalk build --variant voxceleb_like_tiny --data_dir <dir>`"

@@ -108,3 +108,24 @@ def test_speaker_identity_is_in_the_audio(tiny_voxceleb):
     result = probes.speaker_probe(_split(path, "train"), _split(path, "validation"))
     print(f"\nSynthTalk voxceleb_like_tiny: speaker accuracy {result['accuracy']:.3f} (chance {result['chance']:.3f})")
     assert result["accuracy"] >= 4 * result["chance"]
+
+
+def test_concurrent_builds_of_one_directory_build_once(tmp_path):
+    """The processes of a job may all call build(): one builds, the others wait and reuse it."""
+    import subprocess
+
+    code = (
+        "import sys; from data_pipelines.synthtalk import builder; from data_pipelines.synthtalk.specs import variant\n"
+        "spec = variant('voxceleb_like', 'tiny', num_train_speakers=1, num_test_speakers=1, train_clips=2,"
+        " validation_clips=1, test_clips=1, num_frames=16)\n"
+        "print('PATH', builder.build(spec, sys.argv[1], num_workers=1))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(__import__("pathlib").Path(__file__).resolve().parents[3]))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    paths = {line for out, _ in outputs for line in out.splitlines() if line.startswith("PATH")}
+    assert len(paths) == 1
+    assert sum(out.count("built in") for out, _ in outputs) == 1
+    assert len(builder.data_source(paths.pop()[5:], "train")) == 2
