@@ -43,6 +43,11 @@ def train_config() -> ml_collections.ConfigDict:
 
 def data_config() -> ml_collections.ConfigDict:
     da = ml_collections.ConfigDict()
+    # Which clips (see data_pipelines/datasets.py): SynthTalk is built under `dir` on first use;
+    # dataset="tfds" reads a prepared dataset directory (VoxCeleb2, MEAD) at `dir`.
+    da.dataset = "synthtalk"
+    da.variant = "voxceleb_like_tiny"
+    da.dir = "data/tfds"
     da.worker_count = 0
     da.prefetch = 2
     return da

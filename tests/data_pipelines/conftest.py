@@ -1,4 +1,4 @@
-"""A tiny SynthTalk build shared by the tests of this folder (built once per session)."""
+"""A tiny SynthTalk build shared by the data-pipeline tests (built once per session)."""
 
 from __future__ import annotations
 
