@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from benchmarks.harness import Row, median_time
-from data_pipelines import loader
+from data_pipelines import datasets, loader
 from data_pipelines.synthtalk import builder, probes, speech
 from data_pipelines.synthtalk.clip import generate_clip
 from data_pipelines.synthtalk.specs import variant
@@ -30,7 +30,7 @@ def _build(spec, data_dir: str) -> tuple[str, float]:
 
 
 def _split(path: str, split: str) -> list[dict]:
-    source = builder.data_source(path, split)
+    source = datasets.clip_source(path, split)
     return [source[i] for i in range(len(source))]
 
 
@@ -84,7 +84,7 @@ def run() -> list[Row]:
     rows.append(Row("speaker id from clip-mean log-mel (nearest centroid)", identity["accuracy"], "accuracy",
                     baseline=identity["chance"], baseline_name="chance", notes=f"{identity['num_clips']} held-out clips of seen speakers"))
 
-    source = builder.data_source(default_path, "train")
+    source = datasets.clip_source(default_path, "train")
     for name, window, batch in (("sfe", SFEWindows(), 16), ("mdn", MDNClips(), 16), ("renderer", RendererPairs(), 32)):
         for workers in (0, 2):
             rate = _pipeline_rate(source, window, batch, workers, num_batches=12)

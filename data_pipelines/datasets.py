@@ -26,25 +26,35 @@ def dataset_dir(data: Any) -> str:
     if name == "synthtalk":
         return synthtalk_builder.build(data.variant, data.dir, num_workers=0)
     if name == "tfds":
-        if not os.path.exists(os.path.join(data.dir, "dataset_info.json")):
-            raise FileNotFoundError(
-                f"config.data.dir={data.dir!r} is not a prepared TFDS dataset (no dataset_info.json). Point it at the "
-                "versioned directory a builder wrote, e.g. <data_dir>/voxceleb2/default/1.0.0"
-            )
+        require_prepared(data.dir, what=f"config.data.dir={data.dir!r}")
         return data.dir
     raise ValueError(f"unknown config.data.dataset={name!r}; choose one of {', '.join(DATASETS)}")
 
 
+def require_prepared(directory: str, what: str = "") -> None:
+    """Raises a FileNotFoundError saying how to prepare `directory` when it holds no complete dataset."""
+    if not synthtalk_builder.is_built(directory):
+        raise FileNotFoundError(
+            f"{what or directory} is not a prepared TFDS dataset (no dataset_info.json). Point it at the versioned "
+            "directory a builder wrote (e.g. <data_dir>/voxceleb2/default/1.0.0), or build SynthTalk with "
+            "`python -m data_pipelines.synthtalk build --variant voxceleb_like_tiny --data_dir <dir>`"
+        )
+
+
 def clip_source(directory: str, split: str):
-    """Random-access source of schema examples of one split."""
+    """Random-access source of schema examples of one split (frames still JPEG bytes)."""
     available = splits(directory)
     if split not in available:
         raise ValueError(f"split {split!r} is not in {directory}; it has {', '.join(sorted(available))}")
-    return synthtalk_builder.data_source(directory, split)
+    # Imported here: reading needs tfds, opening a config does not.
+    import tensorflow_datasets as tfds
+
+    return tfds.builder_from_directory(directory).as_data_source(split=split)
 
 
 def splits(directory: str) -> dict[str, int]:
     """Split name -> number of clips, from the dataset's info file."""
+    require_prepared(directory)
     with open(os.path.join(directory, "dataset_info.json")) as f:
         info = json.load(f)
     return {s["name"]: sum(int(n) for n in s.get("shardLengths", [])) for s in info.get("splits", [])}

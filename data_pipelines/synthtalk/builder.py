@@ -2,7 +2,7 @@
 
     from data_pipelines.synthtalk import builder
     path = builder.build("voxceleb_like_tiny", data_dir="~/tensorflow_datasets")
-    source = builder.data_source(path, "train")    # random access, feeds grain
+    source = datasets.clip_source(path, "train")    # data_pipelines.datasets: random access, feeds grain
 
 Configs: `voxceleb_like_{tiny,default}` and `mead_like_{tiny,default}` (`_seed<N>` for other seeds).
 Clips are generated in worker processes in a fixed order and written without tfds' shuffle, so a
@@ -189,14 +189,14 @@ def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
     hosts may also each build their own local copy.
     """
     b = builder(name, data_dir, num_workers)
-    if _is_built(b.data_dir):
+    if is_built(b.data_dir):
         return b.data_dir
     os.makedirs(os.path.dirname(os.path.dirname(b.data_dir)), exist_ok=True)
     lock_path = os.path.join(os.path.dirname(os.path.dirname(b.data_dir)), f".{b.builder_config.name}.lock")
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         try:
-            if not _is_built(b.data_dir):
+            if not is_built(b.data_dir):
                 start = time.perf_counter()
                 with b._make_pool() as b.pool:
                     b.download_and_prepare()
@@ -207,15 +207,6 @@ def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
     return b.data_dir
 
 
-def _is_built(dataset_dir: str) -> bool:
+def is_built(dataset_dir: str) -> bool:
+    """True once tfds has renamed a complete build into place (dataset_info.json is written last)."""
     return os.path.exists(os.path.join(dataset_dir, "dataset_info.json"))
-
-
-def data_source(dataset_dir: str, split: str):
-    """Random-access source of schema examples (decoded, frames still JPEG bytes)."""
-    if not _is_built(dataset_dir):
-        raise FileNotFoundError(
-            f"no TFDS dataset at {dataset_dir} (dataset_info.json missing); build it first, e.g. "
-            "`python -m data_pipelines.synthtalk build --variant voxceleb_like_tiny --data_dir <dir>`"
-        )
-    return tfds.builder_from_directory(dataset_dir).as_data_source(split=split)

@@ -34,7 +34,8 @@ EMOTION_EXPRESSION = {
     "sad": (0.35, 0.5, -0.7, -0.45),
     "surprised": (1.0, 0.0, 0.0, 1.0),
 }
-INTENSITY_SCALE = {0: 0.0, 1: 0.4, 2: 0.7, 3: 1.0}  # as speech.emotion_prosody
+# The face follows the voice's intensity scaling; 0 (unlabelled) shows no emotion.
+INTENSITY_SCALE = {0: 0.0, **speech.INTENSITY_FRACTION}
 # Head-motion energy per emotion (aroused emotions move more).
 EMOTION_MOTION_GAIN = {
     "neutral": 1.0, "angry": 1.35, "disgusted": 0.9, "contempt": 0.85,

@@ -35,6 +35,7 @@ from data_pipelines import schema
 
 __all__ = [
     "EMOTIONS",
+    "INTENSITY_FRACTION",
     "FRAME_RATE",
     "INVENTORY",
     "PAUSE",
@@ -319,7 +320,7 @@ _EMOTION_EFFECTS: dict[str, dict[str, float]] = {
     "surprised": dict(f0_shift=6.0, f0_range_scale=2.0, energy_db=4.0, rate_scale=1.0,
                       tilt_db=2.0),
 }
-_INTENSITY_FRACTION = {1: 0.4, 2: 0.7, 3: 1.0}
+INTENSITY_FRACTION = {1: 0.4, 2: 0.7, 3: 1.0}
 _MULTIPLICATIVE = ("f0_range_scale", "rate_scale", "jitter_scale")
 
 
@@ -327,11 +328,11 @@ def emotion_prosody(emotion: str, intensity: int) -> Prosody:
     """Prosody of `emotion` (one of EMOTIONS) at MEAD intensity 1, 2 or 3; neutral is Prosody()."""
     if emotion not in EMOTIONS:
         raise ValueError(f"unknown emotion {emotion!r}; choose one of {', '.join(EMOTIONS)}")
-    if intensity not in _INTENSITY_FRACTION:
+    if intensity not in INTENSITY_FRACTION:
         raise ValueError(f"intensity must be 1, 2 or 3, got {intensity!r}")
     if emotion == "neutral":
         return Prosody()
-    k = _INTENSITY_FRACTION[intensity]
+    k = INTENSITY_FRACTION[intensity]
     values = {
         name: (value**k if name in _MULTIPLICATIVE else value * k)
         for name, value in _EMOTION_EFFECTS[emotion].items()

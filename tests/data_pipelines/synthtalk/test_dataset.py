@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipelines import schema
+from data_pipelines import datasets, schema
 from data_pipelines.synthtalk import builder, probes
 from data_pipelines.synthtalk.specs import variant
 
 
 def _split(path, split):
-    source = builder.data_source(path, split)
+    source = datasets.clip_source(path, split)
     return [source[i] for i in range(len(source))]
 
 
@@ -38,7 +38,7 @@ def test_splits_match_the_spec_and_test_speakers_are_unseen(tiny_voxceleb):
 
 def test_examples_follow_the_schema(tiny_voxceleb):
     spec, path, _ = tiny_voxceleb
-    ex = builder.data_source(path, "test")[3]
+    ex = datasets.clip_source(path, "test")[3]
     t = spec.num_frames
     assert ex["frames"].shape == (t,)
     frame = np.asarray(Image.open(io.BytesIO(ex["frames"][5])))
@@ -128,4 +128,4 @@ def test_concurrent_builds_of_one_directory_build_once(tmp_path):
     paths = {line for out, _ in outputs for line in out.splitlines() if line.startswith("PATH")}
     assert len(paths) == 1
     assert sum(out.count("built in") for out, _ in outputs) == 1
-    assert len(builder.data_source(paths.pop()[5:], "train")) == 2
+    assert len(datasets.clip_source(paths.pop()[5:], "train")) == 2

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipelines import loader, schema
-from data_pipelines.synthtalk import builder
+from data_pipelines import datasets, loader, schema
 from data_pipelines.windows import MDNClips, RendererPairs, SFEWindows, decode_frames, make_window
 from macl_jax.geometry import ANCHOR_T_SHAPE_9, T_SHAPE_INDICES, dealign_2d, inner_lip_area, normalise_scale
 from macl_jax.media import audio_features
@@ -15,7 +14,7 @@ from macl_jax.media import audio_features
 @pytest.fixture(scope="module")
 def clip(tiny_voxceleb):
     _, path, _ = tiny_voxceleb
-    return builder.data_source(path, "train")[5]
+    return datasets.clip_source(path, "train")[5]
 
 
 def test_sfe_window_pairs_each_centre_with_its_audio_and_frames(clip):
@@ -79,7 +78,7 @@ def _ids(batch):
 
 def test_two_processes_read_disjoint_rows_of_the_same_global_batches(tiny_voxceleb):
     _, path, _ = tiny_voxceleb
-    source = builder.data_source(path, "train")
+    source = datasets.clip_source(path, "train")
     window = SFEWindows(num_steps=5)
 
     def batches(process_index, process_count, n=3):
@@ -96,7 +95,7 @@ def test_two_processes_read_disjoint_rows_of_the_same_global_batches(tiny_voxcel
 
 def test_restored_iterator_yields_the_same_next_batch(tiny_voxceleb):
     _, path, _ = tiny_voxceleb
-    source = builder.data_source(path, "train")
+    source = datasets.clip_source(path, "train")
 
     def pipeline():
         ds = loader.global_batch_dataset(source, global_batch_size=4, process_index=0, process_count=1,
@@ -118,7 +117,7 @@ def test_restored_iterator_yields_the_same_next_batch(tiny_voxceleb):
 def test_worker_processes_give_the_same_batches(tiny_voxceleb):
     """Transforms are numpy-only and picklable: grain workers reproduce the in-process batches."""
     _, path, _ = tiny_voxceleb
-    source = builder.data_source(path, "train")
+    source = datasets.clip_source(path, "train")
 
     def first_batches(workers):
         ds = loader.global_batch_dataset(source, global_batch_size=4, process_index=0, process_count=1,
