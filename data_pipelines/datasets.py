@@ -36,7 +36,7 @@ def require_prepared(directory: str, what: str = "") -> None:
     if not synthtalk_builder.is_built(directory):
         raise FileNotFoundError(
             f"{what or directory} is not a prepared TFDS dataset (no dataset_info.json). Point it at the versioned "
-            "directory a builder wrote (e.g. <data_dir>/voxceleb2/default/1.0.0), or build SynthTalk with "
+            "directory a builder wrote (e.g. <data_dir>/voxceleb2/1.0.0 or <data_dir>/mead/front/1.0.0), or build SynthTalk with "
             "`python -m data_pipelines.synthtalk build --variant voxceleb_like_tiny --data_dir <dir>`"
         )
 
