@@ -10,7 +10,14 @@ import importlib
 import shlex
 import sys
 
-SUITES = {"runtime": "benchmarks.runtime_suite", "scaling": "benchmarks.scaling_suite", "data": "benchmarks.data_suite"}
+SUITES = {
+    "runtime": "benchmarks.runtime_suite",
+    "scaling": "benchmarks.scaling_suite",
+    "data": "benchmarks.data_suite",
+    "sfe": "benchmarks.sfe_suite",
+    "metrics": "benchmarks.metrics_suite",
+    "realdata": "benchmarks.realdata_suite",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
