@@ -28,6 +28,10 @@ def checkpoint_config() -> ml_collections.ConfigDict:
     ck.max_to_keep = 3
     ck.keep_period = 0  # also keep every K-th step; 0 = off
     ck.async_save = True
+    # Also keep the best state by an evaluation metric ("eval/<evaluator>/<metric>"; "" = off)
+    # under <workdir>/best, next to the regular checkpoints.
+    ck.best_metric = ""
+    ck.best_mode = "max"  # max | min
     return ck
 
 

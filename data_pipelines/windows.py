@@ -83,11 +83,15 @@ def _labels(example: dict[str, Any]) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class SFEWindows:
-    """`num_steps` centres `stride` frames apart; per centre its mel window and 5 frames."""
+    """`num_steps` centres `stride` frames apart; per centre its mel window and 5 frames.
+
+    With `frames=False` only the audio is windowed (speaker verification, audio-only datasets).
+    """
 
     num_steps: int = 20
     stride: int = 3
     train: bool = True
+    frames: bool = True
 
     @property
     def frames_needed(self) -> int:
@@ -99,16 +103,15 @@ class SFEWindows:
         start = int(rng.integers(0, last_start + 1)) if self.train else 0
         centres = start + _CONTEXT + self.stride * np.arange(self.num_steps)
         mel = _audio_features(example, num_frames)
+        out = {"audio": audio_features.windows_at(mel, centres), "centres": centres.astype(np.int32), **_labels(example)}
+        if not self.frames:
+            return out
         frame_index = centres[:, None] + np.arange(-_CONTEXT, _CONTEXT + 1)[None, :]
         # Neighbouring 5-frame stacks overlap when stride < 5: decode each frame once.
         unique, inverse = np.unique(frame_index, return_inverse=True)
         frames = decode_frames(example["frames"], unique, as_text(example["clip_id"]))[inverse.reshape(-1)]
-        return {
-            "audio": audio_features.windows_at(mel, centres),
-            "frames": frames.reshape(self.num_steps, 2 * _CONTEXT + 1, *frames.shape[1:]),
-            "centres": centres.astype(np.int32),
-            **_labels(example),
-        }
+        out["frames"] = frames.reshape(self.num_steps, 2 * _CONTEXT + 1, *frames.shape[1:])
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

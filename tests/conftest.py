@@ -50,3 +50,26 @@ def run_main():
 @pytest.fixture
 def main_env():
     return _main_env
+
+
+@pytest.fixture(scope="session")
+def synthtalk_tiny_root(tmp_path_factory):
+    """A data directory holding voxceleb_like_tiny, built once per session: pass it as config.data.dir."""
+    from data_pipelines.synthtalk import builder
+
+    root = tmp_path_factory.mktemp("synthtalk_data")
+    builder.build("voxceleb_like_tiny", str(root), num_workers=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_voxceleb(synthtalk_tiny_root):
+    """(spec, dataset_dir, build_seconds) of voxceleb_like_tiny."""
+    import time
+
+    from data_pipelines.synthtalk import builder
+    from data_pipelines.synthtalk.specs import variant
+
+    start = time.perf_counter()
+    path = builder.build("voxceleb_like_tiny", str(synthtalk_tiny_root), num_workers=2)
+    return variant("voxceleb_like", "tiny"), path, time.perf_counter() - start

@@ -141,7 +141,10 @@ class CheckpointManager:
         save_interval_steps: int = 1,
         async_save: bool = True,
         fingerprint: str | None = None,
+        handle_preemption: bool = True,
     ):
+        """`handle_preemption=False` for secondary managers of a run (e.g. the best state): the
+        primary one owns SIGTERM."""
         if max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
         if keep_period is not None and keep_period < 1:
@@ -181,7 +184,7 @@ class CheckpointManager:
         # With several processes jax's preemption sync manager owns SIGTERM, and it makes all
         # processes agree on the step at which to stop; a handler here would break that.
         self._orbax_preemption = ocp.multihost.process_count() > 1
-        if not self._orbax_preemption and threading.current_thread() is threading.main_thread():
+        if handle_preemption and not self._orbax_preemption and threading.current_thread() is threading.main_thread():
             self._sigterm_handler = self._on_sigterm
             self._prev_sigterm = signal.signal(signal.SIGTERM, self._sigterm_handler)
 

@@ -111,14 +111,22 @@ def evaluate(
 class ShardedEval:
     """Adapter for the training loop: a fresh ordered pass over `source` at every call."""
 
-    def __init__(self, evaluator: ShardedEvaluator, source: Any, global_batch_size: int, mesh: Mesh):
+    def __init__(
+        self, evaluator: ShardedEvaluator, source: Any, global_batch_size: int, mesh: Mesh, *, reducer: Any = None
+    ):
+        """`reducer`: another ShardedEval's `reducer` whose evaluator has the same `per_example`
+        and reductions (e.g. one evaluator on two splits), to share one compilation."""
         self.evaluator = evaluator
         self.name = evaluator.name
         self.source = source
         self.global_batch_size = global_batch_size
         self.mesh = mesh
         # Built once: periodic evaluations reuse one compilation.
-        self._reducer = batch_reducer(evaluator, mesh)
+        self._reducer = reducer or batch_reducer(evaluator, mesh)
+
+    @property
+    def reducer(self) -> Any:
+        return self._reducer
 
     def run(self, state: Any) -> dict[str, float]:
         check_global_batch(self.global_batch_size, self.mesh)

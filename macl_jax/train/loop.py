@@ -45,6 +45,46 @@ class FitResult:
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
     goodput: dict[str, float] = dataclasses.field(default_factory=dict)
+    # {"metric", "value", "step", "directory"} of the best state kept, when a best metric is set.
+    best: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class BestState:
+    """Keeps the state with the best value of one evaluation metric in its own directory.
+
+    The value travels in the checkpoint's metadata, so a resumed run compares against it.
+    """
+
+    def __init__(self, directory: Path, metric: str, mode: str, fingerprint: str | None):
+        if mode not in ("max", "min"):
+            raise ValueError(f"config.checkpoint.best_mode must be 'max' or 'min', got {mode!r}")
+        self.metric, self.mode = metric, mode
+        self.manager = CheckpointManager(
+            directory, max_to_keep=1, async_save=False, fingerprint=fingerprint, handle_preemption=False
+        )
+        self.value: float | None = None
+        self.step: int | None = self.manager.latest_step()
+        if self.step is not None:
+            self.value = float(self.manager.metadata(self.step)["user"]["value"])
+
+    def offer(self, step: int, state: Any, results: dict[str, float]) -> bool:
+        """Saves `state` if `results[metric]` beats the best so far; True if it did."""
+        if self.metric not in results:
+            return False
+        value = float(results[self.metric])
+        if not np.isfinite(value):
+            return False
+        better = self.value is None or (value > self.value if self.mode == "max" else value < self.value)
+        if not better or step == self.step:
+            return False
+        self.manager.save(step, state, metadata={"metric": self.metric, "value": value}, force=True)
+        self.value, self.step = value, step
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        if self.step is None:
+            return {}
+        return {"metric": self.metric, "value": self.value, "step": self.step, "directory": str(self.manager.directory)}
 
 
 @dataclasses.dataclass
@@ -134,6 +174,8 @@ def fit(
         async_save=bool(ccfg.async_save),
         fingerprint=fingerprint,
     )
+    best_metric = str(ccfg.get("best_metric", "") or "")
+    best = BestState(workdir / "best", best_metric, str(ccfg.get("best_mode", "max")), fingerprint) if best_metric else None
     target, shardings = state_layout(task, init_key, mesh)
     start = 0
     state = None
@@ -234,6 +276,8 @@ def fit(
                         results = {f"eval/{evaluator.name}/{k}": v for k, v in evaluator.run(state).items()}
                         eval_metrics.update(results)
                         writer.write(done, results)
+                    if best is not None and best.offer(done, state, eval_metrics):
+                        writer.event("best", step=done, metric=best.metric, value=best.value)
                     goodput.eval_s += time.perf_counter() - t_eval
                 if ckpt.reached_preemption(done):
                     logging.warning("preemption signal received: saving step %d and stopping", done)
@@ -253,8 +297,12 @@ def fit(
             jax.profiler.stop_trace()
         ckpt.wait_until_finished()
         ckpt.close()
+        if best is not None:
+            best.manager.close()
         progress.close()
         writer.flush()
         writer.close()
     final_step = int(fetch(state.step))
-    return FitResult(state, final_step, preempted, last_metrics, eval_metrics, goodput.summary())
+    return FitResult(
+        state, final_step, preempted, last_metrics, eval_metrics, goodput.summary(), best.summary() if best else {}
+    )

@@ -32,6 +32,9 @@ def test_sfe_window_pairs_each_centre_with_its_audio_and_frames(clip):
     assert fixed(clip, np.random.default_rng(1))["centres"][0] == 2 == fixed(clip, np.random.default_rng(2))["centres"][0]
     starts = {int(SFEWindows(num_steps=5)(clip, np.random.default_rng(s))["centres"][0]) for s in range(12)}
     assert len(starts) > 3
+    audio_only = SFEWindows(num_steps=20, stride=3, frames=False)(clip, np.random.default_rng(0))
+    assert "frames" not in audio_only
+    np.testing.assert_array_equal(audio_only["audio"], ex["audio"])  # same rng, same window
 
 
 def test_mdn_clip_is_aligned_to_the_anchor_and_invertible(clip):

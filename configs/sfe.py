@@ -1,0 +1,119 @@
+"""MACL stage 1: the memory-augmented contrastive speech feature extractor (SFE).
+
+Presets:
+  tiny   CI smoke: SynthTalk voxceleb_like_tiny, tiny model, a few steps.
+  cpu    The CPU-sized acceptance run: SynthTalk voxceleb_like_default (frames at 64 px), tiny
+         model with a narrow visual branch, S = 20, batch 8, 800 steps. Memory ablations (paper Table 3):
+         --config.model.memory=cs|w|wo.
+  full   The reference sizes (spec section 2 and 8.1): 256 px frames, Bi-GRU 512, 512-slot banks,
+         batch 10 per accelerator, Adam 1e-4 with L2 1e-4, LR x0.1 after 5 epochs. Point
+         config.data at a prepared VoxCeleb2 (dataset="tfds") or SynthTalk at 256 px.
+
+    macl-jax sfe --config configs/sfe.py:cpu --workdir runs/sfe_cpu
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs._base import base_config, select_preset
+
+TINY_SIZES = dict(
+    encoder_channels=(8, 16, 32, 64, 128),
+    gru_hidden=64,
+    slots=64,
+    slot_dim=32,
+    head_hidden=64,
+    video_widths=(16, 32, 64, 64),
+    head_pooling="global",
+)
+FULL_SIZES = dict(
+    encoder_channels=(16, 32, 64, 128, 256),
+    gru_hidden=512,
+    slots=512,
+    slot_dim=128,
+    head_hidden=128,
+    video_widths=(64, 128, 256, 256),
+    head_pooling="reference",
+)
+
+PRESETS = {
+    "tiny": dict(
+        sizes=TINY_SIZES, variant="voxceleb_like_tiny", steps=6, batch=8, num_steps_window=5, lr=1e-3,
+        lr_drop_epochs=0, every=3, log_every=1, eval_batch=8, identity_group=8,
+    ),
+    "cpu": dict(
+        sizes={**TINY_SIZES, "video_widths": (8, 16, 32, 32)}, variant="voxceleb_like_default_64px", steps=800, batch=8,
+        num_steps_window=20, lr=1e-3, lr_drop_epochs=0, every=200, log_every=20, eval_batch=16, identity_group=16,
+    ),
+    "full": dict(
+        sizes=FULL_SIZES, variant="voxceleb_like_default_256px", steps=200_000, batch=10, num_steps_window=20, lr=1e-4,
+        lr_drop_epochs=5, every=10_000, log_every=100, eval_batch=10, identity_group=10,
+    ),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    name = select_preset(arg, PRESETS, "tiny")
+    preset = PRESETS[name]
+    config = base_config("sfe")
+    config.preset = name
+    config.model = ml_collections.ConfigDict({**preset["sizes"], "dropout": 0.5, "memory": "cs"})
+    config.windows = ml_collections.ConfigDict({"num_steps": preset["num_steps_window"], "stride": 3})
+    config.loss = ml_collections.ConfigDict(
+        {
+            # The paper's eq. (3) queries with speech ("audio_to_video"); the reference code queries
+            # with video ("video_to_audio"); "symmetric" averages both.
+            "sync_direction": "audio_to_video",
+            "identity_direction": "audio_to_video",
+            # Visual identity feature: one random step shared by the batch (reference) or the mean.
+            "identity_visual": "random_step",
+            # 1: negatives from the whole global batch; G: G consecutive blocks (the reference's
+            # per-GPU negatives under DataParallel with G GPUs).
+            "identity_groups": 1,
+            "sync_weight": 1.0,
+            "identity_weight": 1.0,
+            "init_scale": 10.0,
+            "init_bias": -5.0,
+        }
+    )
+    config.augment = ml_collections.ConfigDict(
+        {
+            "enabled": True,
+            "grey_p": 0.25,
+            "jitter": True,
+            # The reference augments its validation set too (B12); default: deterministic validation.
+            "on_validation": False,
+        }
+    )
+    config.optim = ml_collections.ConfigDict(
+        {
+            "weight_decay": 1e-4,
+            # "masked": no decay on biases, norms, memory slots and loss scales (decision D6);
+            # "reference": coupled L2 on every parameter, as the reference code.
+            "weight_decay_mask": "masked",
+            # Multiply the LR by `lr_drop_factor` after `lr_drop_epochs` epochs (0: never). The
+            # reference's second milestone never takes effect (B13), so one drop reproduces it.
+            "lr_drop_epochs": preset["lr_drop_epochs"],
+            "lr_drop_factor": 0.1,
+            "grad_clip_norm": 0.0,
+        }
+    )
+    config.train.num_steps = preset["steps"]
+    config.train.global_batch_size = preset["batch"]
+    config.train.learning_rate = preset["lr"]
+    config.train.log_every = preset["log_every"]
+    config.train.eval_every = preset["every"]
+    config.checkpoint.every_steps = preset["every"]
+    config.checkpoint.best_metric = "eval/validation/selection_score"
+    config.checkpoint.best_mode = "max"
+    config.data.variant = preset["variant"]
+    config.eval.global_batch_size = preset["eval_batch"]
+    config.eval.identity_group = preset["identity_group"]
+    # Speaker verification: a VoxCeleb1-format trial list file, "metadata:<list>" for a list the
+    # voxceleb1 builder stored (e.g. metadata:veri_test), or "" to generate balanced trials over
+    # the held-out (test) speakers of the dataset.
+    config.eval.trials = ""
+    config.eval.max_target_trials = 5000
+    config.eval.verification_split = "test"
+    return config

@@ -1,0 +1,297 @@
+"""The `sfe` stage: memory-augmented audio-visual contrastive pretraining (MACL stage 1).
+
+One step: uint8 frame stacks are augmented per frame on the device (random grey, colour jitter),
+ImageNet-normalised, and encoded by the 3-D ResNet; mel windows go through the speech branch
+(encoder, Bi-GRU, memory read-outs). The loss is the content (sync) contrastive loss over the S
+steps of each clip plus the identity contrastive loss over the global batch (macl_jax.losses.contrastive).
+Validation is deterministic; the best state by sync top-1 + identity top-1 is kept under
+<workdir>/best. Held-out speakers are evaluated for sync retrieval and speaker verification.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from data_pipelines import datasets
+from data_pipelines.loader import global_batch_dataset, make_iterator
+from data_pipelines.schema import as_text
+from data_pipelines.windows import SFEWindows
+from macl_jax.config import fingerprint
+from macl_jax.evals.sfe import SFERetrieval, SpeakerVerification
+from macl_jax.evals.sharded import ShardedEval
+from macl_jax.evals.trials import Trial, make_trials, read_trials, utterance_key
+from macl_jax.losses.contrastive import identity_contrastive_loss, sync_contrastive_loss
+from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
+from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
+from macl_jax.parallel import process_batch_shard
+from macl_jax.precision import compute_dtype
+from macl_jax.train.loop import fit
+from macl_jax.train.runtime import runtime_mesh
+from macl_jax.train.state import SupervisedTask, TrainState
+
+RNG_STREAMS = ("dropout", "augment", "identity")
+
+
+class SFEPretraining(nnx.Module):
+    """The SFE plus the learnable (w, b) of each contrastive loss (eq. (4))."""
+
+    def __init__(self, sizes: SFESizes, *, memory: str, init_scale: float, init_bias: float, dtype: Any, rngs: nnx.Rngs):
+        self.sfe = SpeechFeatureExtractor(sizes, memory=memory, dtype=dtype, rngs=rngs)
+        self.sync_scale = nnx.Param(jnp.array([init_scale, init_bias], jnp.float32))
+        self.identity_scale = nnx.Param(jnp.array([init_scale, init_bias], jnp.float32))
+
+
+def model_sizes(config: Any) -> SFESizes:
+    m = config.model
+    return SFESizes(
+        encoder_channels=tuple(m.encoder_channels),
+        gru_hidden=int(m.gru_hidden),
+        slots=int(m.slots),
+        slot_dim=int(m.slot_dim),
+        head_hidden=int(m.head_hidden),
+        video_widths=tuple(m.video_widths),
+        head_pooling=str(m.head_pooling),
+        dropout=float(m.dropout),
+    )
+
+
+def weight_decay_mask(params: Any, mode: str) -> Any:
+    """True where coupled L2 applies: everything ("reference"), or only conv/linear kernels ("masked")."""
+    if mode not in ("masked", "reference"):
+        raise ValueError(f"config.optim.weight_decay_mask must be 'masked' or 'reference', got {mode!r}")
+
+    def decays(path: tuple, leaf: Any) -> bool:
+        if mode == "reference":
+            return True
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        return np.ndim(leaf) >= 2 and "slots" not in names
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def steps_per_epoch(config: Any) -> int:
+    directory = datasets.dataset_dir(config.data)
+    return max(1, datasets.splits(directory)["train"] // int(config.train.global_batch_size))
+
+
+def make_optimizer(config: Any, epoch_steps: int) -> optax.GradientTransformation:
+    """Adam with coupled L2 (optax.add_decayed_weights before Adam = torch Adam's weight_decay)."""
+    oc = config.optim
+    lr = float(config.train.learning_rate)
+    drop = int(oc.lr_drop_epochs) * epoch_steps
+    schedule = optax.piecewise_constant_schedule(lr, {drop: float(oc.lr_drop_factor)}) if drop > 0 else lr
+    parts = []
+    if float(oc.grad_clip_norm) > 0:
+        parts.append(optax.clip_by_global_norm(float(oc.grad_clip_norm)))
+    if float(oc.weight_decay) > 0:
+        mode = str(oc.weight_decay_mask)
+        parts.append(optax.add_decayed_weights(float(oc.weight_decay), mask=lambda p: weight_decay_mask(p, mode)))
+    parts += [optax.scale_by_adam(), optax.scale_by_learning_rate(schedule)]
+    return optax.chain(*parts)
+
+
+def prepare_frames(frames: jax.Array, key: jax.Array | None, config: Any, dtype: Any) -> jax.Array:
+    """uint8 (B, S, 5, H, W, 3) -> ImageNet-normalised frames, augmented when `key` is given."""
+    ac = config.augment
+    if key is not None and bool(ac.enabled):
+        unit = sfe_augment(key, frames, grey_p=float(ac.grey_p), jitter=bool(ac.jitter))
+    else:
+        unit = to_unit(frames)
+    return imagenet_normalize(unit, dtype)
+
+
+def build_task(config: Any, epoch_steps: int | None = None) -> SupervisedTask:
+    mc, lc = config.model, config.loss
+    dtype = compute_dtype(config.runtime.compute_dtype)
+    sizes = model_sizes(config)
+
+    def model_fn(rngs: nnx.Rngs) -> SFEPretraining:
+        return SFEPretraining(
+            sizes, memory=str(mc.memory), init_scale=float(lc.init_scale), init_bias=float(lc.init_bias), dtype=dtype, rngs=rngs
+        )
+
+    def loss_fn(model: SFEPretraining, batch: dict, rngs: nnx.Rngs, train: bool):
+        frames = prepare_frames(batch["frames"], rngs.augment() if train else None, config, dtype)
+        out = model.sfe(batch["audio"].astype(dtype), frames, train=train, rngs=rngs)
+        w_sync, b_sync = model.sync_scale[...][0], model.sync_scale[...][1]
+        w_id, b_id = model.identity_scale[...][0], model.identity_scale[...][1]
+        sync_loss, sync = sync_contrastive_loss(
+            out["audio_content"], out["video_content"], w_sync, b_sync, direction=str(lc.sync_direction)
+        )
+        audio_id = jnp.mean(out["audio_identity"], axis=1)
+        if str(lc.identity_visual) == "random_step":
+            step = jax.random.randint(rngs.identity(), (), 0, out["video_identity"].shape[1])
+            video_id = out["video_identity"][:, step]
+        elif str(lc.identity_visual) == "mean":
+            video_id = jnp.mean(out["video_identity"], axis=1)
+        else:
+            raise ValueError(f"config.loss.identity_visual must be 'random_step' or 'mean', got {lc.identity_visual!r}")
+        id_loss, ident = identity_contrastive_loss(
+            audio_id, video_id, w_id, b_id, direction=str(lc.identity_direction), groups=int(lc.identity_groups)
+        )
+        loss = float(lc.sync_weight) * sync_loss + float(lc.identity_weight) * id_loss
+        metrics = {
+            "sync_loss": sync_loss,
+            "identity_loss": id_loss,
+            "sync_top1": jnp.mean(sync["sync_top1"]),
+            "sync_top5": jnp.mean(sync["sync_top5"]),
+            "identity_top1": jnp.mean(ident["identity_top1"]),
+            "w_sync": w_sync,
+            "w_identity": w_id,
+        }
+        for name in ("audio_content_address", "audio_identity_address"):
+            if name in out:  # how peaked the memory addressing is (entropy in nats; log k = uniform)
+                p = out[name]
+                metrics[f"{name}_entropy"] = jnp.mean(-jnp.sum(p * jnp.log(p + 1e-12), axis=-1))
+        return loss, metrics
+
+    epoch_steps = steps_per_epoch(config) if epoch_steps is None and int(config.optim.lr_drop_epochs) > 0 else (epoch_steps or 1)
+    return SupervisedTask(model_fn, loss_fn, make_optimizer(config, epoch_steps), rng_streams=RNG_STREAMS)
+
+
+def encoder(task: SupervisedTask, config: Any):
+    """(state, audio, frames|None) -> features for the evaluators (no dropout, no augmentation)."""
+    dtype = compute_dtype(config.runtime.compute_dtype)
+
+    def encode(state: TrainState, audio: jax.Array, frames: jax.Array | None) -> dict[str, jax.Array]:
+        model = task.model(state)
+        if frames is None:
+            a = model.sfe.encode_audio(audio.astype(dtype), train=False)
+            return {"audio_content": a["content"], "audio_identity": a["identity"]}
+        out = model.sfe(audio.astype(dtype), prepare_frames(frames, None, config, dtype), train=False)
+        scale = model.sync_scale[...]
+        return {**out, "w_sync": scale[0], "b_sync": scale[1]}
+
+    return encode
+
+
+class _Windowed:
+    """A clip source seen through a window transform (deterministic: evaluation windows)."""
+
+    def __init__(self, source: Any, window: SFEWindows):
+        self._source, self._window = source, window
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._window(self._source[index], np.random.default_rng(0))
+
+
+@functools.lru_cache(maxsize=8)
+def split_labels(directory: str, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(clip ids, speaker ids) of a split, in source order."""
+    source = datasets.clip_source(directory, split)
+    rows = [source[i] for i in range(len(source))]
+    return tuple(as_text(r["clip_id"]) for r in rows), tuple(as_text(r["speaker_id"]) for r in rows)
+
+
+def verification_trials(config: Any, directory: str, split: str):
+    """Trials for `split`: a VoxCeleb1-format file, `metadata:<list>` (a list stored by the
+    voxceleb1 builder, e.g. metadata:veri_test), or "" for balanced trials over its speakers."""
+    utterances, speakers = split_labels(directory, split)
+    spec = str(config.eval.trials)
+    if spec.startswith("metadata:"):
+        name = spec.partition(":")[2]
+        stored = datasets.metadata(directory).get("trials", {})
+        if name not in stored:
+            raise KeyError(f"config.eval.trials={spec!r}: {directory} stores trial lists {sorted(stored) or 'none'}")
+        return utterances, [Trial(int(label), utterance_key(a), utterance_key(b)) for label, a, b in stored[name]]
+    if spec:
+        return utterances, read_trials(spec)
+    return utterances, make_trials(utterances, speakers, max_target=int(config.eval.max_target_trials), seed=0)
+
+
+def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[ShardedEval]:
+    directory = datasets.dataset_dir(config.data)
+    wc = config.windows
+    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False)
+    encode = encoder(task, config)
+    common = dict(direction=str(config.loss.sync_direction), identity_group=int(config.eval.identity_group))
+    batch = int(config.eval.global_batch_size)
+    available = datasets.splits(directory)
+    evaluators = []
+    if "validation" in available:
+        evaluators.append(
+            ShardedEval(
+                SFERetrieval("validation", encode, **common),
+                _Windowed(datasets.clip_source(directory, "validation"), window),
+                batch,
+                mesh,
+            )
+        )
+    split = str(config.eval.verification_split)
+    if split in available:
+        utterances, trials = verification_trials(config, directory, split)
+        evaluators.append(
+            ShardedEval(
+                SFERetrieval(split, encode, utterances=utterances, trials=trials, **common),
+                _Windowed(datasets.clip_source(directory, split), window),
+                batch,
+                mesh,
+                # Same per-example computation on another split: one compilation serves both.
+                reducer=evaluators[0].reducer if evaluators else None,
+            )
+        )
+    return evaluators
+
+
+def audio_verification(config: Any, task: SupervisedTask, mesh: Any, directory: str, split: str) -> ShardedEval:
+    """Speaker verification on an audio-only split (e.g. VoxCeleb1 test with its official trials)."""
+    wc = config.windows
+    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frames=False)
+    utterances, trials = verification_trials(config, directory, split)
+    evaluator = SpeakerVerification(f"verification_{split}", encoder(task, config), utterances, trials)
+    return ShardedEval(evaluator, _Windowed(datasets.clip_source(directory, split), window), int(config.eval.global_batch_size), mesh)
+
+
+def run(config: Any, workdir: Path) -> dict[str, Any]:
+    """Trains the SFE, evaluates validation and held-out speakers; returns the final metrics."""
+    mesh = runtime_mesh(config)
+    directory = datasets.dataset_dir(config.data)
+    train_source = datasets.clip_source(directory, "train")
+    global_batch = int(config.train.global_batch_size)
+    task = build_task(config, epoch_steps=max(1, len(train_source) // global_batch))
+    shard_index, shard_count = process_batch_shard(mesh)
+    wc = config.windows
+    dataset = global_batch_dataset(
+        train_source,
+        global_batch_size=global_batch,
+        process_index=shard_index,
+        process_count=shard_count,
+        seed=int(config.seed),
+        transform=SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True),
+    )
+    train_iter = make_iterator(dataset, worker_count=int(config.data.worker_count), prefetch=int(config.data.prefetch))
+    evaluators = build_evaluators(config, task, mesh)
+    result = fit(
+        task,
+        config=config,
+        workdir=workdir,
+        train_iter=train_iter,
+        mesh=mesh,
+        evaluators=evaluators,
+        fingerprint=fingerprint(config),
+    )
+    final = {ev.name: ev.run(result.state) for ev in evaluators}
+    summary: dict[str, Any] = {
+        "step": result.step,
+        "preempted": result.preempted,
+        "train_loss": result.last_metrics.get("loss"),
+        "memory": str(config.model.memory),
+        "num_steps_window": int(wc.num_steps),
+        "sync_chance": 1.0 / int(wc.num_steps),
+        **{f"{split}_{k}": v for split, metrics in final.items() for k, v in metrics.items()},
+        **result.goodput,
+    }
+    if result.best:
+        summary["best"] = result.best
+    return summary
