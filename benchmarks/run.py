@@ -17,6 +17,7 @@ SUITES = {
     "sfe": "benchmarks.sfe_suite",
     "metrics": "benchmarks.metrics_suite",
     "realdata": "benchmarks.realdata_suite",
+    "renderer": "benchmarks.renderer_suite",
 }
 
 

