@@ -14,28 +14,22 @@ Presets:
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from configs._base import base_config, select_preset
+from macl_jax.models.sfe import SFESizes
 
-TINY_SIZES = dict(
-    encoder_channels=(8, 16, 32, 64, 128),
-    gru_hidden=64,
-    slots=64,
-    slot_dim=32,
-    head_hidden=64,
-    video_widths=(16, 32, 64, 64),
-    head_pooling="global",
-)
-FULL_SIZES = dict(
-    encoder_channels=(16, 32, 64, 128, 256),
-    gru_hidden=512,
-    slots=512,
-    slot_dim=128,
-    head_hidden=128,
-    video_widths=(64, 128, 256, 256),
-    head_pooling="reference",
-)
+def _sizes(sizes: SFESizes) -> dict:
+    """The model section's size fields (dropout is set separately)."""
+    fields = dataclasses.asdict(sizes)
+    fields.pop("dropout")
+    return fields
+
+
+TINY_SIZES = _sizes(SFESizes.tiny())
+FULL_SIZES = _sizes(SFESizes.full())
 
 PRESETS = {
     "tiny": dict(

@@ -47,3 +47,24 @@ def setup_runtime(config: Any) -> None:
 def runtime_mesh(config: Any) -> Mesh:
     rt = config.runtime
     return make_mesh(dict(rt.mesh), dcn_axes=dict(rt.dcn_mesh))
+
+
+def training_iterator(source: Any, config: Any, mesh: Mesh, transform: Any = None) -> Any:
+    """This process's checkpointable iterator over the global training stream of `source`.
+
+    Rows follow the batch sharding of `mesh`; `transform(example, rng)` (numpy only) windows each
+    example; `config.data` sets worker processes and prefetch.
+    """
+    from data_pipelines.loader import global_batch_dataset, make_iterator  # data code stays out of jit-only imports
+    from macl_jax.parallel import process_batch_shard
+
+    shard_index, shard_count = process_batch_shard(mesh)
+    dataset = global_batch_dataset(
+        source,
+        global_batch_size=int(config.train.global_batch_size),
+        process_index=shard_index,
+        process_count=shard_count,
+        seed=int(config.seed),
+        transform=transform,
+    )
+    return make_iterator(dataset, worker_count=int(config.data.worker_count), prefetch=int(config.data.prefetch))

@@ -21,7 +21,6 @@ import optax
 from flax import nnx
 
 from data_pipelines import datasets
-from data_pipelines.loader import global_batch_dataset, make_iterator
 from data_pipelines.schema import as_text
 from data_pipelines.windows import SFEWindows
 from macl_jax.config import fingerprint
@@ -31,10 +30,9 @@ from macl_jax.evals.trials import Trial, make_trials, read_trials, utterance_key
 from macl_jax.losses.contrastive import identity_contrastive_loss, sync_contrastive_loss
 from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
 from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
-from macl_jax.parallel import process_batch_shard
 from macl_jax.precision import compute_dtype
 from macl_jax.train.loop import fit
-from macl_jax.train.runtime import runtime_mesh
+from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask, TrainState
 
 RNG_STREAMS = ("dropout", "augment", "identity")
@@ -260,17 +258,9 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     train_source = datasets.clip_source(directory, "train")
     global_batch = int(config.train.global_batch_size)
     task = build_task(config, epoch_steps=max(1, len(train_source) // global_batch))
-    shard_index, shard_count = process_batch_shard(mesh)
     wc = config.windows
-    dataset = global_batch_dataset(
-        train_source,
-        global_batch_size=global_batch,
-        process_index=shard_index,
-        process_count=shard_count,
-        seed=int(config.seed),
-        transform=SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True),
-    )
-    train_iter = make_iterator(dataset, worker_count=int(config.data.worker_count), prefetch=int(config.data.prefetch))
+    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True)
+    train_iter = training_iterator(train_source, config, mesh, window)
     evaluators = build_evaluators(config, task, mesh)
     result = fit(
         task,

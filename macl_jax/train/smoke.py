@@ -10,17 +10,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from data_pipelines.loader import global_batch_dataset, make_iterator
 from data_pipelines.smoke_regression import RegressionSource, make_splits
 from macl_jax.config import fingerprint
 from macl_jax.evals.regression import HeldOutRegression
 from macl_jax.evals.sharded import ShardedEval
 from macl_jax.losses.regression import mean_squared_error
 from macl_jax.models.mlp import MLP
-from macl_jax.parallel import process_batch_shard
 from macl_jax.precision import compute_dtype
 from macl_jax.train.loop import fit
-from macl_jax.train.runtime import runtime_mesh
+from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask
 
 
@@ -64,15 +62,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     mesh = runtime_mesh(config)
     train_source, _ = splits(config)
     task = build_task(config)
-    shard_index, shard_count = process_batch_shard(mesh)
-    dataset = global_batch_dataset(
-        train_source,
-        global_batch_size=config.train.global_batch_size,
-        process_index=shard_index,
-        process_count=shard_count,
-        seed=config.seed,
-    )
-    train_iter = make_iterator(dataset, worker_count=config.data.worker_count, prefetch=config.data.prefetch)
+    train_iter = training_iterator(train_source, config, mesh)
     evaluators = build_evaluators(config, task, mesh)
     result = fit(
         task,

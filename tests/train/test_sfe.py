@@ -60,9 +60,8 @@ def test_coupled_weight_decay_matches_torch_adam_semantics():
     np.testing.assert_allclose(float(update["w"][0]), -config.train.learning_rate, rtol=1e-4)
 
 
-@pytest.mark.parametrize("memory", ["cs", "wo"])
-def test_steps_on_a_fixed_batch_lower_the_loss(memory):
-    config = _config(**{"model.memory": memory, "augment.enabled": False, "model.dropout": 0.0})
+def test_steps_on_a_fixed_batch_lower_the_loss():
+    config = _config(**{"augment.enabled": False, "model.dropout": 0.0})
     task = sfe.build_task(config, epoch_steps=1)
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
     state, shardings, _ = create_state(task, jax.random.key(0), mesh)
