@@ -96,6 +96,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # Other work on the machine slows every timing: the 1-minute load average at the end.
+        "load": round(os.getloadavg()[0], 1),
     }
 
 
@@ -130,7 +132,8 @@ def write_markdown() -> None:
             f"## {data['suite']}",
             "",
             f"`{data['command']}` on {m['cpu']} ({m['cores']} cores), backend {m['backend']} "
-            f"{' '.join(m['devices'])}, jax {m['jax']}, commit {m['commit'] or '?'}, {m['date']}.",
+            f"{' '.join(m['devices'])}, jax {m['jax']}, commit {m['commit'] or '?'}, {m['date']}"
+            + (f", load average {m['load']} at the end." if "load" in m else "."),
             "",
             "| figure | value | unit | baseline | ratio | notes |",
             "|---|---|---|---|---|---|",
