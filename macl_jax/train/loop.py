@@ -306,3 +306,18 @@ def fit(
     return FitResult(
         state, final_step, preempted, last_metrics, eval_metrics, goodput.summary(), best.summary() if best else {}
     )
+
+
+def final_metrics(result: FitResult, evaluators: Sequence[Evaluator]) -> dict[str, dict[str, float]]:
+    """Each evaluator's figures for the final state: those of the evaluation `fit` ran at the last
+    step when there was one (no second pass over the test sets), else a fresh run."""
+    final = {}
+    for evaluator in evaluators:
+        prefix = f"eval/{evaluator.name}/"
+        # A preempted run's last evaluation is of an earlier state.
+        logged = {} if result.preempted else {
+            k[len(prefix):]: v for k, v in result.eval_metrics.items() if k.startswith(prefix)
+        }
+        final[evaluator.name] = logged or evaluator.run(result.state)
+    return final
+

@@ -39,7 +39,7 @@ from macl_jax.losses.perceptual import perceptual_and_style
 from macl_jax.metrics.image import psnr, ssim
 from macl_jax.models.renderers import PatchGAN, ResUnetGenerator
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import fit
+from macl_jax.train.loop import final_metrics, fit
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import TrainState, all_finite, create_model, global_norm, split_model, stream_key
 
@@ -359,7 +359,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         evaluators=evaluators,
         fingerprint=fingerprint(config),
     )
-    final = evaluators[0].run(result.state)
+    final = final_metrics(result, evaluators)[evaluators[0].name]
     return {
         "step": result.step,
         "preempted": result.preempted,

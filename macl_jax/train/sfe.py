@@ -31,7 +31,7 @@ from macl_jax.losses.contrastive import identity_contrastive_loss, sync_contrast
 from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
 from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import fit
+from macl_jax.train.loop import final_metrics, fit
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask, TrainState
 
@@ -271,7 +271,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         evaluators=evaluators,
         fingerprint=fingerprint(config),
     )
-    final = {ev.name: ev.run(result.state) for ev in evaluators}
+    final = final_metrics(result, evaluators)
     summary: dict[str, Any] = {
         "step": result.step,
         "preempted": result.preempted,
