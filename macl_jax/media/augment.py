@@ -25,6 +25,16 @@ def to_unit(frames: jax.Array) -> jax.Array:
     return frames.astype(jnp.float32) / 255.0
 
 
+def to_signed(images: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+    """[-1, 1] -> uint8-valued float32 [0, 255] (rounded and clipped like a saved frame)."""
+    return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)
+
+
 def imagenet_normalize(frames: jax.Array, dtype: jnp.dtype = jnp.float32) -> jax.Array:
     """[0, 1] RGB -> ImageNet-standardised, in `dtype`."""
     mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)

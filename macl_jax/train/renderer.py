@@ -13,7 +13,9 @@ runs forward once (its VJP is reused for the generator update). Both learning ra
 linearly to 0 from `optimizer.decay_start` x num_steps (`RendererTask.lr_factor`).
 
 Held-out evaluation on the `test` split (speakers never seen in training): PSNR and SSIM (both
-conventions) of the prediction and of the copy-the-reference baseline, on uint8 RGB frames.
+conventions) of the prediction and of the copy-the-reference baseline, on uint8 RGB frames
+("heldout"); with `eval.fid` / `eval.lpips`, FID and LPIPS-VGG16 of both on the same pairs
+("image_quality", macl_jax.evals.image_quality).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from flax import nnx
 from data_pipelines.datasets import clip_source, dataset_dir
 from data_pipelines.windows import RendererPairs
 from macl_jax.config import fingerprint
+from macl_jax.evals.image_quality import ImageQuality
 from macl_jax.evals.sharded import MEAN, ShardedEval
 from macl_jax.losses.gan import d_loss, feature_matching_loss, g_loss
 from macl_jax.losses.image import l1_loss
+from macl_jax.media.augment import to_signed, to_uint8
 from macl_jax.losses.perceptual import perceptual_and_style
 from macl_jax.metrics.image import psnr, ssim
 from macl_jax.models.renderers import PatchGAN, ResUnetGenerator
@@ -46,16 +50,6 @@ from macl_jax.train.state import TrainState, all_finite, create_model, global_no
 PAIR_FIELDS = ("target", "reference", "raster")
 PERCEPTUAL_NETS = ("vgg16", "vgg19")
 GANS = ("none", "hinge", "lsgan")
-
-
-def to_signed(images: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def to_uint8(images: jax.Array) -> jax.Array:
-    """[-1, 1] -> uint8-valued float32 [0, 255] (rounded and clipped like a saved frame)."""
-    return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0.0, 255.0)
 
 
 def generator_input(batch: dict) -> jax.Array:
@@ -321,7 +315,12 @@ def build_evaluators(config: Any, task: RendererTask, mesh: Any) -> list[Sharded
     source = WindowedSource(clip_source(_dataset(config), config.eval.split), window)
     if config.eval.max_examples > 0:
         source = _Head(source, config.eval.max_examples)
-    return [ShardedEval(RendererHeldOut(task.predict), source, config.eval.global_batch_size, mesh)]
+    evaluators = [ShardedEval(RendererHeldOut(task.predict), source, config.eval.global_batch_size, mesh)]
+    fid, lpips = bool(config.eval.fid), bool(config.eval.lpips)
+    if fid or lpips:
+        quality = ImageQuality(task.predict, fid=fid, lpips=lpips)
+        evaluators.append(ShardedEval(quality, source, config.eval.global_batch_size, mesh))
+    return evaluators
 
 
 class _Head:
@@ -359,11 +358,11 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         evaluators=evaluators,
         fingerprint=fingerprint(config),
     )
-    final = final_metrics(result, evaluators)[evaluators[0].name]
+    final = final_metrics(result, evaluators)
     return {
         "step": result.step,
         "preempted": result.preempted,
         "train_loss": result.last_metrics.get("loss"),
-        **{f"heldout_{k}": v for k, v in final.items()},
+        **{f"{name}_{k}": v for name, metrics in final.items() for k, v in metrics.items()},
         **result.goodput,
     }
