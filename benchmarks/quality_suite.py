@@ -40,6 +40,22 @@ RUNS = {
         )
         for memory in ("cs", "w", "wo")
     },
+    # The same runs continued to 1600 steps (the preset's LR is constant, so this is the preset
+    # with --config.train.num_steps=1600): copy runs/sfe_cpu_<m> to runs/sfe_1600_<m> first.
+    **{
+        f"sfe cpu, 1600 steps ({memory})": (
+            f"sfe_1600_{memory}",
+            f"macl-jax sfe --config configs/sfe.py:cpu --workdir runs/sfe_1600_{memory} --config.model.memory={memory} "
+            "--config.train.num_steps=1600",
+            [
+                ("eval/test/sync_top1", 1 / 20, "chance (1/S)"),
+                ("eval/test/identity_top1", 1 / 16, "chance (1/16)"),
+                ("eval/test/eer", None, ""),
+                ("eval/test/min_dcf_p01", None, ""),
+            ],
+        )
+        for memory in ("cs", "w", "wo")
+    },
 }
 
 
