@@ -321,3 +321,31 @@ def final_metrics(result: FitResult, evaluators: Sequence[Evaluator]) -> dict[st
         final[evaluator.name] = logged or evaluator.run(result.state)
     return final
 
+
+
+def fit_and_summarize(
+    task: Task,
+    *,
+    config: Any,
+    workdir: Path,
+    train_iter: Iterator,
+    mesh: Mesh,
+    evaluators: Sequence[Evaluator],
+) -> tuple[FitResult, dict[str, Any]]:
+    """`fit` with the config's fingerprint, then the run summary every trainer returns: step,
+    preemption, last training loss, `<evaluator>_<metric>` of the final state, goodput."""
+    from macl_jax.config import fingerprint
+
+    result = fit(
+        task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators,
+        fingerprint=fingerprint(config),
+    )
+    final = final_metrics(result, evaluators)
+    summary = {
+        "step": result.step,
+        "preempted": result.preempted,
+        "train_loss": result.last_metrics.get("loss"),
+        **{f"{name}_{k}": v for name, metrics in final.items() for k, v in metrics.items()},
+        **result.goodput,
+    }
+    return result, summary

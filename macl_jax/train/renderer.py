@@ -33,7 +33,6 @@ from flax import nnx
 
 from data_pipelines.datasets import clip_source, dataset_dir
 from data_pipelines.windows import RendererPairs
-from macl_jax.config import fingerprint
 from macl_jax.evals.image_quality import ImageQuality
 from macl_jax.evals.sharded import MEAN, ShardedEval
 from macl_jax.losses.gan import d_loss, feature_matching_loss, g_loss
@@ -43,7 +42,7 @@ from macl_jax.losses.perceptual import perceptual_and_style
 from macl_jax.metrics.image import psnr, ssim
 from macl_jax.models.renderers import PatchGAN, ResUnetGenerator
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import final_metrics, fit
+from macl_jax.train.loop import fit_and_summarize
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import TrainState, all_finite, create_model, global_norm, split_model, stream_key
 
@@ -349,20 +348,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     task = build_task(config)
     train_iter = train_iterator(config, mesh)
     evaluators = build_evaluators(config, task, mesh)
-    result = fit(
-        task,
-        config=config,
-        workdir=workdir,
-        train_iter=train_iter,
-        mesh=mesh,
-        evaluators=evaluators,
-        fingerprint=fingerprint(config),
+    _, summary = fit_and_summarize(
+        task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators
     )
-    final = final_metrics(result, evaluators)
-    return {
-        "step": result.step,
-        "preempted": result.preempted,
-        "train_loss": result.last_metrics.get("loss"),
-        **{f"{name}_{k}": v for name, metrics in final.items() for k, v in metrics.items()},
-        **result.goodput,
-    }
+    return summary

@@ -23,7 +23,6 @@ from flax import nnx
 from data_pipelines import datasets
 from data_pipelines.schema import as_text
 from data_pipelines.windows import SFEWindows
-from macl_jax.config import fingerprint
 from macl_jax.evals.sfe import SFERetrieval, SpeakerVerification
 from macl_jax.evals.sharded import ShardedEval
 from macl_jax.evals.trials import Trial, make_trials, read_trials, utterance_key
@@ -31,7 +30,7 @@ from macl_jax.losses.contrastive import identity_contrastive_loss, sync_contrast
 from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
 from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import final_metrics, fit
+from macl_jax.train.loop import fit_and_summarize
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask, TrainState
 
@@ -262,25 +261,13 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True)
     train_iter = training_iterator(train_source, config, mesh, window)
     evaluators = build_evaluators(config, task, mesh)
-    result = fit(
-        task,
-        config=config,
-        workdir=workdir,
-        train_iter=train_iter,
-        mesh=mesh,
-        evaluators=evaluators,
-        fingerprint=fingerprint(config),
+    result, summary = fit_and_summarize(
+        task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators
     )
-    final = final_metrics(result, evaluators)
-    summary: dict[str, Any] = {
-        "step": result.step,
-        "preempted": result.preempted,
-        "train_loss": result.last_metrics.get("loss"),
+    summary |= {
         "memory": str(config.model.memory),
         "num_steps_window": int(wc.num_steps),
         "sync_chance": 1.0 / int(wc.num_steps),
-        **{f"{split}_{k}": v for split, metrics in final.items() for k, v in metrics.items()},
-        **result.goodput,
     }
     if result.best:
         summary["best"] = result.best

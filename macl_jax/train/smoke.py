@@ -11,13 +11,12 @@ import optax
 from flax import nnx
 
 from data_pipelines.smoke_regression import RegressionSource, make_splits
-from macl_jax.config import fingerprint
 from macl_jax.evals.regression import HeldOutRegression
 from macl_jax.evals.sharded import ShardedEval
 from macl_jax.losses.regression import mean_squared_error
 from macl_jax.models.mlp import MLP
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import fit
+from macl_jax.train.loop import fit_and_summarize
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask
 
@@ -64,21 +63,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     task = build_task(config)
     train_iter = training_iterator(train_source, config, mesh)
     evaluators = build_evaluators(config, task, mesh)
-    result = fit(
-        task,
-        config=config,
-        workdir=workdir,
-        train_iter=train_iter,
-        mesh=mesh,
-        evaluators=evaluators,
-        fingerprint=fingerprint(config),
+    _, summary = fit_and_summarize(
+        task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators
     )
-    final = evaluators[0].run(result.state)
-    return {
-        "step": result.step,
-        "preempted": result.preempted,
-        "train_loss": result.last_metrics.get("loss"),
-        **{f"heldout_{k}": v for k, v in final.items()},
-        "noise_floor_mse": float(np.square(config.dataset.noise)),
-        **result.goodput,
-    }
+    return {**summary, "noise_floor_mse": float(np.square(config.dataset.noise))}
