@@ -83,3 +83,14 @@ def select_preset(arg: str | None, presets: dict, default: str) -> str:
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}")
     return name
+
+
+def apply_schedule(config: ml_collections.ConfigDict, *, steps: int, batch: int, lr: float, log_every: int, every: int) -> None:
+    """The training-length fields every preset sets: steps, global batch, LR, logging, and one
+    interval for evaluation and checkpoints."""
+    config.train.num_steps = steps
+    config.train.global_batch_size = batch
+    config.train.learning_rate = lr
+    config.train.log_every = log_every
+    config.train.eval_every = every
+    config.checkpoint.every_steps = every

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs._base import base_config, select_preset
+from configs._base import apply_schedule, base_config, select_preset
 
 FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -74,12 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     # Reference at least this many frames from the target (R5: no near-copies).
     config.pairs = ml_collections.ConfigDict({"min_gap": 8})
-    config.train.num_steps = preset["steps"]
-    config.train.global_batch_size = preset["batch"]
-    config.train.learning_rate = preset["lr"]
-    config.train.log_every = preset["log_every"]
-    config.train.eval_every = preset["every"]
-    config.checkpoint.every_steps = preset["every"]
+    apply_schedule(
+        config, steps=preset["steps"], batch=preset["batch"], lr=preset["lr"], log_every=preset["log_every"], every=preset["every"]
+    )
     config.eval.global_batch_size = preset["eval_batch"]
     config.eval.split = "test"  # held-out speakers
     config.eval.max_examples = preset["eval_max"]  # 0: the whole split

@@ -19,7 +19,7 @@ import dataclasses
 
 import ml_collections
 
-from configs._base import base_config, select_preset
+from configs._base import apply_schedule, base_config, select_preset
 from macl_jax.models.sfe import SFESizes
 
 def _sizes(sizes: SFESizes) -> dict:
@@ -97,12 +97,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "grad_clip_norm": 0.0,
         }
     )
-    config.train.num_steps = preset["steps"]
-    config.train.global_batch_size = preset["batch"]
-    config.train.learning_rate = preset["lr"]
-    config.train.log_every = preset["log_every"]
-    config.train.eval_every = preset["every"]
-    config.checkpoint.every_steps = preset["every"]
+    apply_schedule(
+        config, steps=preset["steps"], batch=preset["batch"], lr=preset["lr"], log_every=preset["log_every"], every=preset["every"]
+    )
     config.checkpoint.best_metric = "eval/validation/selection_score"
     config.checkpoint.best_mode = "max"
     config.data.variant = preset["variant"]

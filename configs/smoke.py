@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs._base import base_config, select_preset
+from configs._base import apply_schedule, base_config, select_preset
 
 PRESETS = {
     "tiny": dict(hidden=32, depth=2, num_train=1024, num_steps=60, batch=32, every=20, log_every=1),
@@ -26,11 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.dataset = ml_collections.ConfigDict(
         {"num_train": preset["num_train"], "num_test": 512, "input_dim": 16, "output_dim": 4, "noise": 0.05, "seed": 1}
     )
-    config.train.num_steps = preset["num_steps"]
-    config.train.global_batch_size = preset["batch"]
-    config.train.learning_rate = 3e-3
-    config.train.log_every = preset["log_every"]
-    config.train.eval_every = preset["every"]
-    config.checkpoint.every_steps = preset["every"]
+    apply_schedule(
+        config, steps=preset["num_steps"], batch=preset["batch"], lr=3e-3, log_every=preset["log_every"], every=preset["every"]
+    )
     config.eval.global_batch_size = 64
     return config

@@ -7,7 +7,7 @@ The pure functions take feature dicts {layer: (B, H, W, C)}; `perceptual_and_sty
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,27 @@ def _check(layers: Sequence[str], weights: Sequence[float], features: Mapping[st
         raise ValueError(f"{fn}: features lack layer(s) {missing}; have {sorted(features)}")
 
 
+def _as_f32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.float32)
+
+
+def _weighted_sum(
+    features: Mapping[str, jax.Array],
+    target_features: Mapping[str, jax.Array],
+    layers: Sequence[str],
+    weights: Sequence[float],
+    distance: Callable[[jax.Array, jax.Array], jax.Array],
+    transform: Callable[[jax.Array], jax.Array],
+) -> jax.Array:
+    """sum_l w_l * distance(T(F_l(x)), T(F_l(y))), no gradient through the target's features."""
+    total = jnp.float32(0.0)
+    for name, w in zip(layers, weights):
+        a = transform(features[name])
+        b = transform(jax.lax.stop_gradient(target_features[name]))
+        total = total + w * distance(a, b)
+    return total
+
+
 def perceptual_l1(
     features: Mapping[str, jax.Array],
     target_features: Mapping[str, jax.Array],
@@ -29,12 +50,7 @@ def perceptual_l1(
 ) -> jax.Array:
     """sum_l w_l * mean |F_l(x) - F_l(y)| (MakeItTalk's VGGLoss with ImageNet-normalised RGB inputs)."""
     _check(layers, weights, features, "perceptual_l1")
-    total = jnp.float32(0.0)
-    for name, w in zip(layers, weights):
-        a = features[name].astype(jnp.float32)
-        b = jax.lax.stop_gradient(target_features[name]).astype(jnp.float32)
-        total = total + w * jnp.mean(jnp.abs(a - b))
-    return total
+    return _weighted_sum(features, target_features, layers, weights, lambda a, b: jnp.mean(jnp.abs(a - b)), _as_f32)
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -55,12 +71,7 @@ def style_loss(
 ) -> jax.Array:
     """sum_l w_l * mean (G_l(x) - G_l(y))^2 with per-sample Gram matrices (multiply by e.g. 3e7 outside)."""
     _check(layers, weights, features, "style_loss")
-    total = jnp.float32(0.0)
-    for name, w in zip(layers, weights):
-        a = gram_matrix(features[name])
-        b = gram_matrix(jax.lax.stop_gradient(target_features[name]))
-        total = total + w * jnp.mean(jnp.square(a - b))
-    return total
+    return _weighted_sum(features, target_features, layers, weights, lambda a, b: jnp.mean(jnp.square(a - b)), gram_matrix)
 
 
 def perceptual_and_style(
