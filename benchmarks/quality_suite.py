@@ -16,6 +16,31 @@ from benchmarks.harness import Row
 
 RUNS_DIR = Path(os.environ.get("MACL_RUNS_DIR", "runs"))
 
+SFE_METRICS = [
+    ("eval/test/sync_top1", 1 / 20, "chance (1/S)"),
+    ("eval/test/identity_top1", 1 / 16, "chance (1/16)"),
+    ("eval/test/eer", None, ""),
+    ("eval/test/min_dcf_p01", None, ""),
+]
+MDN_METRICS = [
+    ("eval/test/m_lmd", "eval/test/m_lmd_static", "reference landmarks held still"),
+    ("eval/test/m_lmd", "eval/test/m_lmd_mean_mouth", "reference + mean mouth motion"),
+    ("eval/test/f_lmd", "eval/test/f_lmd_static", "reference landmarks held still"),
+    ("eval/test/lvd_mouth", "eval/test/lvd_mouth_static", "reference landmarks held still"),
+    ("eval/test/rd", "eval/test/rd_static", "static head"),
+    ("eval/test/nll", None, ""),
+    ("eval/test/component_spread", None, ""),
+]
+SFE_CPU = "macl-jax sfe --config configs/sfe.py:cpu --workdir runs/{name} --config.model.memory={memory}"
+
+
+def _sfe_runs(label: str, prefix: str, extra: str = "") -> dict:
+    return {
+        f"{label} ({memory})": (f"{prefix}_{memory}", SFE_CPU.format(name=f"{prefix}_{memory}", memory=memory) + extra, SFE_METRICS)
+        for memory in ("cs", "w", "wo")
+    }
+
+
 # label -> (workdir, command that trains it, [(metric, baseline metric or fixed baseline, baseline name)])
 RUNS = {
     "renderer cpu": (
@@ -27,34 +52,18 @@ RUNS = {
             ("eval/heldout/pred_ssim_skimage", "eval/heldout/copy_ref_ssim_skimage", "copy-the-reference"),
         ],
     ),
+    # The cpu preset: 3200 steps, LR 1e-3 dropped x0.1 after 12 epochs (step 2448).
+    **_sfe_runs("sfe cpu", "sfe_cpu"),
+    # Earlier constant-LR runs of the same model: the first 1600 steps of the preset without the drop.
+    **_sfe_runs("sfe cpu, constant LR, 1600 steps", "sfe_1600", " --config.train.num_steps=1600 --config.optim.lr_drop_epochs=0"),
+    # MDN (MACL stage 2): the M sweep of Table 4 and f_a vs f_tt, speech branch from the cs SFE.
     **{
-        f"sfe cpu ({memory})": (
-            f"sfe_cpu_{memory}",
-            f"macl-jax sfe --config configs/sfe.py:cpu --workdir runs/sfe_cpu_{memory} --config.model.memory={memory}",
-            [
-                ("eval/test/sync_top1", 1 / 20, "chance (1/S)"),
-                ("eval/test/identity_top1", 1 / 16, "chance (1/16)"),
-                ("eval/test/eer", None, ""),
-                ("eval/test/min_dcf_p01", None, ""),
-            ],
+        f"mdn {preset}": (
+            f"mdn_{preset}",
+            f"macl-jax mdn --config configs/mdn.py:{preset} --workdir runs/mdn_{preset} --config.init.sfe_checkpoint=runs/sfe_cpu_cs",
+            MDN_METRICS,
         )
-        for memory in ("cs", "w", "wo")
-    },
-    # The same runs continued to 1600 steps (the preset's LR is constant, so this is the preset
-    # with --config.train.num_steps=1600): copy runs/sfe_cpu_<m> to runs/sfe_1600_<m> first.
-    **{
-        f"sfe cpu, 1600 steps ({memory})": (
-            f"sfe_1600_{memory}",
-            f"macl-jax sfe --config configs/sfe.py:cpu --workdir runs/sfe_1600_{memory} --config.model.memory={memory} "
-            "--config.train.num_steps=1600",
-            [
-                ("eval/test/sync_top1", 1 / 20, "chance (1/S)"),
-                ("eval/test/identity_top1", 1 / 16, "chance (1/16)"),
-                ("eval/test/eer", None, ""),
-                ("eval/test/min_dcf_p01", None, ""),
-            ],
-        )
-        for memory in ("cs", "w", "wo")
+        for preset in ("cpu", "cpu_m1", "cpu_m2", "cpu_m5", "cpu_m8", "cpu_fa")
     },
 }
 
@@ -83,4 +92,24 @@ def run() -> list[Row]:
             base = values.get(baseline) if isinstance(baseline, str) else baseline
             rows.append(Row(f"{label}: {metric.split('/')[-1]} (held-out speakers)", float(values[metric]), "",
                             float(base) if base is not None else None, baseline_name, notes=f"step {step}; `{command}`"))
+        rows += selected_state_rows(label, workdir, command, metrics)
+    return rows
+
+
+def selected_state_rows(label: str, workdir: Path, train_command: str, metrics: list) -> list[Row]:
+    """Rows for the state a run selected (`best/`), from `macl-jax eval ... --config.eval.checkpoint_dir=<workdir>/best`."""
+    path = workdir / "eval_results.json"
+    if not path.is_file():
+        return []
+    evaluated = json.loads(path.read_text())
+    results = {f"eval/{name}/{k}": v for name, values in evaluated["results"].items() for k, v in values.items()}
+    stage = train_command.split()[1]
+    command = train_command.replace(f"macl-jax {stage} ", "macl-jax eval ", 1) + f" --config.eval.checkpoint_dir={workdir}/best"
+    rows = []
+    for metric, baseline, baseline_name in metrics:
+        if metric in results:
+            base = results.get(baseline) if isinstance(baseline, str) else baseline
+            rows.append(Row(f"{label}, selected state: {metric.split('/')[-1]} (held-out speakers)", float(results[metric]), "",
+                            float(base) if base is not None else None, baseline_name,
+                            notes=f"step {evaluated['step']} (best/); `{command}`"))
     return rows

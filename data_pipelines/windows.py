@@ -126,26 +126,27 @@ class MDNClips:
     clip_frames: int = 64
     smooth: bool = True
     train: bool = True
+    # False: landmarks and pose only (no mel features), e.g. for landmark statistics.
+    audio: bool = True
 
     def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         num_frames = _check_length(example, self.clip_frames, f"an MDN clip of {self.clip_frames} frames")
         start = int(rng.integers(0, num_frames - self.clip_frames + 1)) if self.train else 0
         centres = np.arange(start + _CONTEXT, start + self.clip_frames - _CONTEXT)
-        mel = _audio_features(example, num_frames)
         landmarks = np.asarray(example["landmarks_2d"], dtype=np.float64)
         if self.smooth:
             landmarks = savgol_smooth(landmarks, window=7, order=3, axis=0)
         window = landmarks[centres]
         normalised, scale, offset = normalise_scale(window)
         alignment = align_2d(normalised)
-        reference = alignment.aligned[closed_mouth_frame(alignment.aligned, method="area")]
-        return {
-            "audio": audio_features.windows_at(mel, centres),
+        reference_index = closed_mouth_frame(alignment.aligned, method="area")
+        out = {
             "landmarks": window.astype(np.float32),
             "aligned": alignment.aligned.astype(np.float32),
             "angle": alignment.angle.astype(np.float32),
             "translation": alignment.translation.astype(np.float32),
-            "reference": reference.astype(np.float32),
+            "reference": alignment.aligned[reference_index].astype(np.float32),
+            "reference_index": np.int32(reference_index),
             "scale": np.float32(scale),
             "offset": offset.astype(np.float32),
             "head_rotation": np.asarray(example["head_rotation"], np.float32)[centres],
@@ -153,6 +154,9 @@ class MDNClips:
             "centres": centres.astype(np.int32),
             **_labels(example),
         }
+        if self.audio:
+            out["audio"] = audio_features.windows_at(_audio_features(example, num_frames), centres)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +193,35 @@ class RendererPairs:
         if self.raster:
             out["raster"] = landmark_raster(landmarks, size=target_frame.shape[0])
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class KeepFields:
+    """A window transform that keeps only the fields a trainer reads (less to batch and transfer)."""
+
+    window: Any
+    fields: tuple[str, ...]
+
+    def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        out = self.window(example, rng)
+        return {k: out[k] for k in self.fields}
+
+
+class EvaluationWindows:
+    """Random-access view of a clip source through a window transform, at the transform's fixed
+    (train=False) positions: the same examples at every evaluation, for any batch or device count."""
+
+    def __init__(self, clips: Any, transform: Any):
+        window = getattr(transform, "window", transform)  # field filters wrap a window
+        if getattr(window, "train", False):
+            raise ValueError(f"evaluation needs a deterministic window: {type(window).__name__}(train=False)")
+        self._clips, self._transform = clips, transform
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self._transform(self._clips[int(index)], np.random.default_rng(0))
 
 
 WINDOWS = {"sfe": SFEWindows, "mdn": MDNClips, "renderer": RendererPairs}

@@ -27,12 +27,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from data_pipelines.datasets import clip_source, dataset_dir
-from data_pipelines.windows import RendererPairs
+from data_pipelines.windows import EvaluationWindows, KeepFields, RendererPairs
 from macl_jax.evals.image_quality import ImageQuality
 from macl_jax.evals.sharded import MEAN, ShardedEval
 from macl_jax.losses.gan import d_loss, feature_matching_loss, g_loss
@@ -56,30 +55,14 @@ def generator_input(batch: dict) -> jax.Array:
     return jnp.concatenate([to_signed(batch["raster"]), to_signed(batch["reference"])], axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class PairFields:
-    """A RendererPairs transform keeping only what the renderer reads (less to batch and transfer)."""
-
-    window: RendererPairs
-
-    def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        out = self.window(example, rng)
-        return {k: out[k] for k in PAIR_FIELDS}
+def pair_fields(window: RendererPairs) -> KeepFields:
+    """A RendererPairs transform keeping only what the renderer reads."""
+    return KeepFields(window, PAIR_FIELDS)
 
 
-class WindowedSource:
-    """Random-access source of deterministic (train=False) renderer pairs of `clips`."""
-
-    def __init__(self, clips: Any, window: RendererPairs):
-        if window.train:
-            raise ValueError("WindowedSource needs a deterministic window: RendererPairs(train=False)")
-        self._clips, self._fields = clips, PairFields(window)
-
-    def __len__(self) -> int:
-        return len(self._clips)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._fields(self._clips[int(index)], np.random.default_rng(0))
+def evaluation_pairs(clips: Any, window: RendererPairs) -> EvaluationWindows:
+    """Deterministic (train=False) renderer pairs of `clips`, with only the fields the renderer reads."""
+    return EvaluationWindows(clips, pair_fields(window))
 
 
 def check_config(config: Any) -> None:
@@ -311,7 +294,7 @@ def _dataset(config: Any) -> str:
 
 def build_evaluators(config: Any, task: RendererTask, mesh: Any) -> list[ShardedEval]:
     window = RendererPairs(min_gap=config.pairs.min_gap, train=False)
-    source = WindowedSource(clip_source(_dataset(config), config.eval.split), window)
+    source = evaluation_pairs(clip_source(_dataset(config), config.eval.split), window)
     if config.eval.max_examples > 0:
         source = _Head(source, config.eval.max_examples)
     evaluators = [ShardedEval(RendererHeldOut(task.predict), source, config.eval.global_batch_size, mesh)]
@@ -338,7 +321,7 @@ class _Head:
 
 
 def train_iterator(config: Any, mesh: Any):
-    window = PairFields(RendererPairs(min_gap=config.pairs.min_gap, train=True))
+    window = pair_fields(RendererPairs(min_gap=config.pairs.min_gap, train=True))
     return training_iterator(clip_source(_dataset(config), "train"), config, mesh, window)
 
 

@@ -16,13 +16,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from data_pipelines import datasets
 from data_pipelines.schema import as_text
-from data_pipelines.windows import SFEWindows
+from data_pipelines.windows import EvaluationWindows, SFEWindows
 from macl_jax.evals.sfe import SFERetrieval, SpeakerVerification
 from macl_jax.evals.sharded import ShardedEval
 from macl_jax.evals.trials import Trial, make_trials, read_trials, utterance_key
@@ -31,6 +30,7 @@ from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
 from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
 from macl_jax.precision import compute_dtype
 from macl_jax.train.loop import fit_and_summarize
+from macl_jax.train.optim import adam_l2
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import SupervisedTask, TrainState
 
@@ -60,39 +60,20 @@ def model_sizes(config: Any) -> SFESizes:
     )
 
 
-def weight_decay_mask(params: Any, mode: str) -> Any:
-    """True where coupled L2 applies: everything ("reference"), or only conv/linear kernels ("masked")."""
-    if mode not in ("masked", "reference"):
-        raise ValueError(f"config.optim.weight_decay_mask must be 'masked' or 'reference', got {mode!r}")
-
-    def decays(path: tuple, leaf: Any) -> bool:
-        if mode == "reference":
-            return True
-        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-        return np.ndim(leaf) >= 2 and "slots" not in names
-
-    return jax.tree_util.tree_map_with_path(decays, params)
-
-
 def steps_per_epoch(config: Any) -> int:
     directory = datasets.dataset_dir(config.data)
     return max(1, datasets.splits(directory)["train"] // int(config.train.global_batch_size))
 
 
 def make_optimizer(config: Any, epoch_steps: int) -> optax.GradientTransformation:
-    """Adam with coupled L2 (optax.add_decayed_weights before Adam = torch Adam's weight_decay)."""
+    """Adam with coupled L2 (torch Adam's weight_decay) and the reference's one LR drop."""
     oc = config.optim
     lr = float(config.train.learning_rate)
     drop = int(oc.lr_drop_epochs) * epoch_steps
-    schedule = optax.piecewise_constant_schedule(lr, {drop: float(oc.lr_drop_factor)}) if drop > 0 else lr
-    parts = []
-    if float(oc.grad_clip_norm) > 0:
-        parts.append(optax.clip_by_global_norm(float(oc.grad_clip_norm)))
-    if float(oc.weight_decay) > 0:
-        mode = str(oc.weight_decay_mask)
-        parts.append(optax.add_decayed_weights(float(oc.weight_decay), mask=lambda p: weight_decay_mask(p, mode)))
-    parts += [optax.scale_by_adam(), optax.scale_by_learning_rate(schedule)]
-    return optax.chain(*parts)
+    schedule = optax.piecewise_constant_schedule(lr, {drop: float(oc.lr_drop_factor)} if drop > 0 else None)
+    return adam_l2(
+        schedule, weight_decay=float(oc.weight_decay), mask_mode=str(oc.weight_decay_mask), grad_clip_norm=float(oc.grad_clip_norm)
+    )
 
 
 def prepare_frames(frames: jax.Array, key: jax.Array | None, config: Any, dtype: Any) -> jax.Array:
@@ -170,19 +151,6 @@ def encoder(task: SupervisedTask, config: Any):
     return encode
 
 
-class _Windowed:
-    """A clip source seen through a window transform (deterministic: evaluation windows)."""
-
-    def __init__(self, source: Any, window: SFEWindows):
-        self._source, self._window = source, window
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def __getitem__(self, index: int) -> dict:
-        return self._window(self._source[index], np.random.default_rng(0))
-
-
 @functools.lru_cache(maxsize=8)
 def split_labels(directory: str, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(clip ids, speaker ids) of a split, in source order."""
@@ -220,7 +188,7 @@ def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[Shard
         evaluators.append(
             ShardedEval(
                 SFERetrieval("validation", encode, **common),
-                _Windowed(datasets.clip_source(directory, "validation"), window),
+                EvaluationWindows(datasets.clip_source(directory, "validation"), window),
                 batch,
                 mesh,
             )
@@ -231,7 +199,7 @@ def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[Shard
         evaluators.append(
             ShardedEval(
                 SFERetrieval(split, encode, utterances=utterances, trials=trials, **common),
-                _Windowed(datasets.clip_source(directory, split), window),
+                EvaluationWindows(datasets.clip_source(directory, split), window),
                 batch,
                 mesh,
                 # Same per-example computation on another split: one compilation serves both.
@@ -247,7 +215,7 @@ def audio_verification(config: Any, task: SupervisedTask, mesh: Any, directory: 
     window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frames=False)
     utterances, trials = verification_trials(config, directory, split)
     evaluator = SpeakerVerification(f"verification_{split}", encoder(task, config), utterances, trials)
-    return ShardedEval(evaluator, _Windowed(datasets.clip_source(directory, split), window), int(config.eval.global_batch_size), mesh)
+    return ShardedEval(evaluator, EvaluationWindows(datasets.clip_source(directory, split), window), int(config.eval.global_batch_size), mesh)
 
 
 def run(config: Any, workdir: Path) -> dict[str, Any]:

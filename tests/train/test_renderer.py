@@ -39,7 +39,7 @@ def test_smoke_run_trains_evaluates_and_checkpoints(tmp_path, synthtalk_tiny_roo
     from data_pipelines.datasets import clip_source
     from data_pipelines.windows import RendererPairs
 
-    source = renderer.WindowedSource(clip_source(renderer._dataset(config), "test"), RendererPairs(train=False))
+    source = renderer.evaluation_pairs(clip_source(renderer._dataset(config), "test"), RendererPairs(train=False))
     psnrs = []
     for i in range(len(source)):
         ex = source[i]

@@ -10,7 +10,7 @@ import pytest
 
 from macl_jax.config import freeze, load_config
 from macl_jax.parallel import make_mesh, to_global_batch
-from macl_jax.train import sfe
+from macl_jax.train import optim, sfe
 from macl_jax.train.loop import create_state, make_step_fn
 
 
@@ -26,14 +26,14 @@ def test_weight_decay_mask_spares_slots_norms_biases_and_scales():
     config = _config()
     task = sfe.build_task(config, epoch_steps=1)
     params = jax.eval_shape(task.init, jax.random.key(0)).params
-    flat = jax.tree_util.tree_leaves_with_path(sfe.weight_decay_mask(params, "masked"))
+    flat = jax.tree_util.tree_leaves_with_path(optim.weight_decay_mask(params, "masked"))
     names = {jax.tree_util.keystr(p): m for p, m in flat}
     assert not any(m for n, m in names.items() if "slots" in n)
     assert not any(m for n, m in names.items() if "scale" in n or n.endswith("'bias']"))
     assert any(m for n, m in names.items() if "kernel" in n)
-    assert all(m for _, m in jax.tree_util.tree_leaves_with_path(sfe.weight_decay_mask(params, "reference")))
+    assert all(m for _, m in jax.tree_util.tree_leaves_with_path(optim.weight_decay_mask(params, "reference")))
     with pytest.raises(ValueError, match="weight_decay_mask"):
-        sfe.weight_decay_mask(params, "none")
+        optim.weight_decay_mask(params, "none")
 
 
 def test_learning_rate_drops_after_the_configured_epochs():

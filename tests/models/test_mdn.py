@@ -1,0 +1,63 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from macl_jax.models.mdn import LandmarkMDN, MDNSizes
+from macl_jax.models.sfe import SFESizes
+
+# Spec macl.md 8.1 with decision D1: WavEncoder 786,480 + Bi-GRU(512) 2,365,440 + two addressing
+# heads 394,496 + two 512x128 banks 131,072 + two final BN(128) 512, and the M = 3 MixNet of
+# 247,399 less its unused BatchNorm(64) (128 parameters).
+D1_TOTAL_SHARED_SIGMA = 786_480 + 2_365_440 + 394_496 + 131_072 + 512 + (247_399 - 128)
+
+
+def _count(model) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _full_sizes(**kw) -> MDNSizes:
+    s = SFESizes.full()
+    return MDNSizes(
+        encoder_channels=s.encoder_channels, gru_hidden=s.gru_hidden, slots=s.slots, slot_dim=s.slot_dim, head_hidden=s.head_hidden, **kw
+    )
+
+
+def test_full_size_parameter_count_matches_the_spec():
+    model = nnx.eval_shape(lambda: LandmarkMDN(_full_sizes(sigma="shared"), rngs=nnx.Rngs(0)))
+    assert _count(model) == D1_TOTAL_SHARED_SIGMA
+    # Separate sigmas for landmarks / angle / offset add 2 outputs per component to the sigma head.
+    iso = nnx.eval_shape(lambda: LandmarkMDN(_full_sizes(sigma="isotropic"), rngs=nnx.Rngs(0)))
+    assert _count(iso) == D1_TOTAL_SHARED_SIGMA + 3 * 2 * (320 + 1)
+
+
+@pytest.mark.parametrize("regression,dims", [("tt", 139), ("a", 136)])
+@pytest.mark.parametrize("sigma,columns", [("isotropic", None), ("diagonal", "dims"), ("shared", 1)])
+def test_output_shapes(regression, dims, sigma, columns):
+    sizes = MDNSizes(
+        encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, components=2,
+        reference_embed=4, regression=regression, sigma=sigma,
+    )
+    model = LandmarkMDN(sizes, rngs=nnx.Rngs(0))
+    out = model(jnp.zeros((3, 7, 20, 80)), jnp.zeros((3, 68, 2)), train=False)
+    groups = 3 if regression == "tt" else 1
+    expected_columns = {None: groups, "dims": dims, 1: 1}[columns]
+    assert out["mu"].shape == (3, 7, 2, dims)
+    assert out["sigma_raw"].shape == (3, 7, 2, expected_columns)
+    assert out["logits"].shape == (3, 7, 2)
+    assert out["content_address"].shape == (3, 7, 6)
+    assert all(v.dtype == jnp.float32 for v in out.values())
+
+
+def test_reference_landmarks_change_the_output_and_bad_shapes_are_refused():
+    sizes = MDNSizes(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4)
+    model = LandmarkMDN(sizes, rngs=nnx.Rngs(0))
+    audio = jax.random.uniform(jax.random.key(1), (2, 5, 20, 80))
+    a = model(audio, jnp.zeros((2, 68, 2)), train=False)["mu"]
+    b = model(audio, jnp.ones((2, 68, 2)), train=False)["mu"]
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+    with pytest.raises(ValueError, match="reference landmarks"):
+        model(audio, jnp.zeros((2, 136)), train=False)
+    with pytest.raises(ValueError, match="regression"):
+        MDNSizes(regression="direct")
