@@ -28,6 +28,8 @@ MDN_METRICS = [
     ("eval/test/f_lmd", "eval/test/f_lmd_static", "reference landmarks held still"),
     ("eval/test/lvd_mouth", "eval/test/lvd_mouth_static", "reference landmarks held still"),
     ("eval/test/rd", "eval/test/rd_static", "static head"),
+    ("eval/test/m_lmd_mixture_mean", "eval/test/m_lmd_static", "reference landmarks held still"),
+    ("eval/test/rd_mixture_mean", "eval/test/rd_static", "static head"),
     ("eval/test/nll", None, ""),
     ("eval/test/component_spread", None, ""),
 ]

@@ -337,12 +337,13 @@ class LandmarkEval:
     clip; "mean_mouth" adds the training set's mean displacement from the closed-mouth reference
     (aligned space) to the reference, i.e. an average, speech-independent mouth opening. Pose for
     RD comes from the same 2-D Procrustes fit of the 9 T-points on prediction and ground truth (D10).
+    `*_mixture_mean` scores the mixture mean instead of the chosen track (inference mode "mean").
     """
 
     reductions = {
         name: MEAN
         for name in (
-            "nll", "m_lmd", "f_lmd", "lvd_mouth", "rd", "m_lmd_mixture_mean", "component_spread", "alpha_max",
+            "nll", "m_lmd", "f_lmd", "lvd_mouth", "rd", "m_lmd_mixture_mean", "rd_mixture_mean", "component_spread", "alpha_max",
             "m_lmd_static", "f_lmd_static", "lvd_mouth_static", "rd_static", "m_lmd_mean_mouth", "f_lmd_mean_mouth",
         )
     }
@@ -363,7 +364,8 @@ class LandmarkEval:
         pred = p["pixels"] * px
         anchor = batch if bool(config.model.relative_pose) else None
         mixture_mean = mdn_nll.mixture_mean(p["mu"], p["logits"])
-        mean_track = to_pixels(to_normalised_landmarks(mixture_mean, str(config.model.regression), anchor), batch)
+        mean_normalised = to_normalised_landmarks(mixture_mean, str(config.model.regression), anchor)
+        mean_track = to_pixels(mean_normalised, batch)
 
         B, T = truth.shape[:2]
         rows = jnp.arange(B)
@@ -391,6 +393,7 @@ class LandmarkEval:
             "lvd_mouth": lmk.landmark_velocity_error(pred, truth, points="mouth"),
             "rd": lmk.angle_distance_2d(pred_angle, batch["angle"]),
             "m_lmd_mixture_mean": lmk.m_lmd(smooth_time(mean_track, config) * px, truth),
+            "rd_mixture_mean": lmk.angle_distance_2d(align_2d(mean_normalised).angle, batch["angle"]),
             "component_spread": spread,
             "alpha_max": jnp.mean(jnp.max(alpha, axis=-1), axis=-1),
             "m_lmd_static": lmk.m_lmd(static, truth),
