@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from flax import nnx
 from PIL import Image
 
@@ -89,7 +91,7 @@ def check_config(config: Any) -> None:
 # ----------------------------------------------------------------------------- SFE initialisation
 
 
-def _sfe_state_dir(path: Path) -> Path:
+def _sfe_state_dir(path: epath.Path) -> epath.Path:
     """A checkpoint step's `state` directory from an SFE workdir, a checkpoints/best dir or a step dir."""
     if (path / "state").is_dir():
         return path / "state"
@@ -109,7 +111,8 @@ def load_sfe_speech(path: str) -> tuple[str, dict, dict]:
     """(state dir, params, batch statistics) of an SFE checkpoint's speech branch, as nested dicts of numpy arrays."""
     import orbax.checkpoint as ocp
 
-    state_dir = _sfe_state_dir(Path(path).expanduser().resolve())
+    # epath: the SFE run may live on a bucket (gs://...) like any workdir.
+    state_dir = _sfe_state_dir(epath.Path(path if "://" in path else os.path.abspath(os.path.expanduser(path))))
     try:
         tree = ocp.StandardCheckpointer().restore(state_dir)
     except Exception as error:  # orbax raises several types for damaged or foreign directories
