@@ -326,7 +326,6 @@ def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any) -
         "normalised": normalised,
         "pixels": smooth_time(to_pixels(normalised, batch), config),
         "component_pixels": to_pixels(components, batch),
-        "component_angle": align_2d(components).angle,
     }
 
 
@@ -480,6 +479,8 @@ def write_plots(task: SupervisedTask, state: TrainState, config: Any, workdir: P
     rows = [source[i] for i in range(min(count, len(source)))]
     batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in FIELDS}
     p = jax.jit(lambda s, b: predict(task, s, b, config))(jax.tree.map(fetch, state), batch)
+    # Each component's in-plane angle (plots only: the evaluators do not need it).
+    angles = jax.jit(lambda c: align_2d(c).angle)(p["component_pixels"])
     out_dir = Path(workdir) / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -492,7 +493,7 @@ def write_plots(task: SupervisedTask, state: TrainState, config: Any, workdir: P
             components=np.asarray(p["component_pixels"][i]),
             alpha=np.asarray(jax.nn.softmax(p["logits"][i], axis=-1)),
             truth_angle=np.asarray(batch["angle"][i]),
-            component_angle=np.asarray(p["component_angle"][i]),
+            component_angle=np.asarray(angles[i]),
             title=f"test clip {i} ({config.model.regression}, M={config.model.components})",
         )
         paths.append(str(path))
