@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from macl_jax.config import write_json_atomic
+from macl_jax.parallel import make_mesh, to_global_batch
+from macl_jax.train.loop import create_state, make_step_fn
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
@@ -61,6 +63,30 @@ def compiled_flops(jitted: Any, *args: Any) -> float | None:
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def time_train_step(
+    task: Any, host_batch: dict, *, warmup: int = 2, repeats: int = 7, seed: int = 0
+) -> tuple[float, float | None, Any]:
+    """(median seconds, XLA-counted FLOPs, final state) of one jitted training step of `task` on one device.
+
+    The state is threaded through the timed calls, so the step is timed as it runs in training
+    (donated buffers, updated optimizer state)."""
+    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
+    state, shardings, _ = create_state(task, jax.random.key(seed), mesh)
+    step = make_step_fn(task, shardings)
+    key = jax.random.key(seed + 1)
+    with jax.set_mesh(mesh):
+        batch = to_global_batch(host_batch, mesh)
+        flops = compiled_flops(step, state, batch, key)
+        holder = {"state": state}
+
+        def one_step():
+            holder["state"], metrics = step(holder["state"], batch, key)
+            jax.block_until_ready(metrics["loss"])
+
+        seconds = median_time(one_step, warmup=warmup, repeats=repeats)
+    return seconds, flops, holder["state"]
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: Any = jnp.float32) -> float:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb
+from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, time_train_step
 from macl_jax.config import freeze, load_config
 from macl_jax.parallel import make_mesh, to_global_batch
 from macl_jax.train import renderer
-from macl_jax.train.loop import create_state, make_step_fn
+from macl_jax.train.loop import create_state
 
 AUTHORS_INFERENCE_S = 0.345  # per frame, batch 1, 256 px, torch CPU 2 threads
 AUTHORS_TRAIN_STEP_S = 2.27  # batch 2, L1 only
@@ -65,18 +65,7 @@ def run(repeats: int = 7, warmup: int = 2) -> list[Row]:
     ):
         config = _config([*overrides, "train.global_batch_size=2"])
         task = renderer.build_task(config)
-        state, shardings, _ = create_state(task, key, mesh)
-        step = make_step_fn(task, shardings)
-        batch = to_global_batch(_batch(2), mesh)
-        with jax.set_mesh(mesh):
-            flops = compiled_flops(step, state, batch, key)
-            holder = {"state": state}
-
-            def one_step():
-                holder["state"], metrics = step(holder["state"], batch, key)
-                jax.block_until_ready(metrics["loss"])
-
-            seconds = median_time(one_step, warmup=warmup, repeats=repeats)
+        seconds, flops, _ = time_train_step(task, _batch(2), warmup=warmup, repeats=repeats)
         rows.append(Row(f"ResUnet full train step 256 px, batch 2, {label}", 2 / seconds, "samples/s",
                         2 / AUTHORS_TRAIN_STEP_S, "authors' PyTorch CPU, L1 only",
                         notes=f"{seconds:.2f} s/step; authors 2.27 s/step"))

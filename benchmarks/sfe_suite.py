@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb
+from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, time_train_step
 from macl_jax.config import freeze, load_config
-from macl_jax.parallel import make_mesh, to_global_batch
 from macl_jax.train import sfe
-from macl_jax.train.loop import create_state, make_step_fn
 
 AUTHORS_STEP_S = 5.08  # perf_anchors.md: SFE training step at 256 px, torch CPU, 2 threads
 AUTHORS_AUDIO_S = 0.059  # audio branch forward, (10, 20, 20, 80)
@@ -49,25 +47,12 @@ def run(batch: int = 2, steps: int = 5, size: int = 256) -> list[Row]:
     rows.append(Row("f32 matmul 2048^3 (device compute ceiling)", peak, "GFLOP/s"))
     config = _config(dtype_name)
     task = sfe.build_task(config, epoch_steps=1)
-    mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
-    state, shardings, _ = create_state(task, jax.random.key(0), mesh)
-    step = make_step_fn(task, shardings)
     rng = np.random.default_rng(0)
     host = {
         "audio": rng.uniform(size=(batch, steps, 20, 80)).astype(np.float32),
         "frames": rng.integers(0, 256, size=(batch, steps, 5, size, size, 3)).astype(np.uint8),
     }
-    key = jax.random.key(1)
-    with jax.set_mesh(mesh):
-        data = to_global_batch(host, mesh)
-        flops = compiled_flops(step, state, data, key)
-        holder = {"state": state}
-
-        def one_step():
-            holder["state"], metrics = step(holder["state"], data, key)
-            jax.block_until_ready(metrics["loss"])
-
-        seconds = median_time(one_step, warmup=2, repeats=5 if on_cpu else 20)
+    seconds, flops, state = time_train_step(task, host, warmup=2, repeats=5 if on_cpu else 20)
     shape = f"B={batch}, S={steps}, {size} px, {dtype_name}"
     rows.append(Row(f"SFE full train step ({shape})", batch / seconds, "clips/s", batch / AUTHORS_STEP_S,
                     "authors' torch CPU", notes=f"{seconds:.3f} s/step (authors 5.08 s)"))
@@ -79,7 +64,7 @@ def run(batch: int = 2, steps: int = 5, size: int = 256) -> list[Row]:
         if tflops and not on_cpu:
             rows.append(Row("SFE full train step MFU (bf16)", achieved / (tflops * 1e3), "fraction", notes=f"peak {tflops} TFLOP/s"))
 
-    model = task.model(holder["state"])
+    model = task.model(state)
     audio = jnp.asarray(rng.uniform(size=(10, 20, 20, 80)).astype(np.float32))
 
     @jax.jit

@@ -45,7 +45,7 @@ _BASE = {
         every=5000, log_every=100, eval_batch=16, head_dropout=0.8, plot_clips=8,
     ),
 }
-ABLATIONS = {f"m{m}": dict(components=m) for m in (1, 2, 5, 8)} | {"fa": dict(regression="a")}
+ABLATIONS = {f"m{m}": dict(components=m) for m in (1, 2, 5, 8)} | {"fa": dict(regression="a", reference_pose=False)}
 PRESETS = dict(_BASE) | {f"{base}_{name}": {**_BASE[base], **change} for base in ("cpu", "full") for name, change in ABLATIONS.items()}
 
 
@@ -70,6 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # Decision D8: predict the angle and offset relative to the reference frame's, which is
             # known at inference (the input photo's pose); False: in absolute anchor space (reference code).
             "relative_pose": True,
+            # f_tt: the reference encoder also sees the reference frame's (theta, t_x, t_y), so the
+            # predicted pose can depend on where the head starts; False: aligned landmarks only (the
+            # reference code's). Ignored by f_a, which sees the pose in its reference landmarks.
+            "reference_pose": preset.get("reference_pose", True),
             # "isotropic": one sigma per component for each of landmarks / angle / offset (D3);
             # "diagonal": one per output column; "shared": one per component (the reference code).
             "sigma": "isotropic",

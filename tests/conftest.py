@@ -52,6 +52,27 @@ def main_env():
     return _main_env
 
 
+@pytest.fixture
+def eval_one_and_two_processes(run_main):
+    """Runs the `eval` stage with ARGS on 1 process (1 device) and on 2 local processes; returns
+    both `eval_results.json` (the workdir in ARGS must hold a checkpoint)."""
+    import json
+
+    def run(args: list[str], workdir: Path, timeout: int = 900) -> tuple[dict, dict]:
+        run_main(["eval", *args, "--config.runtime.num_cpu_devices=1"], timeout=timeout)
+        single = json.loads((workdir / "eval_results.json").read_text())
+        proc = subprocess.run(
+            [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--", "eval", *args],
+            env=_main_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        double = json.loads((workdir / "eval_results.json").read_text())
+        assert single["processes"] == 1 and double["processes"] == 2
+        return single, double
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def synthtalk_tiny_root(tmp_path_factory):
     """A data directory holding voxceleb_like_tiny, built once per session: pass it as config.data.dir."""

@@ -2,13 +2,16 @@
 
 audio windows (B, T, 20, 80) -> the SFE's speech branch (WavEncoder, Bi-GRU, content and
 identity memory read-outs; decision D1: the SFE's sizes, so an SFE checkpoint initialises it)
--> batch norm of each read-out -> concat [identity, content, Linear(reference landmarks)]
--> ReLU -> Linear -> three heads per frame: M component means, M (groups of) sigmas and M
+-> batch norm of each read-out -> concat [identity, content, Linear(reference landmarks)
+(+ Linear(BN(reference pose)) with `reference_pose`)] -> ReLU -> Linear -> three heads per frame: M component means, M (groups of) sigmas and M
 mixing logits.
 
 Output layout per component (`regression="tt"`, the paper's f_tt): D = 139 = [136 aligned
 landmark coordinates x0, y0, x1, ... | in-plane angle theta | offset t_x, t_y]; the final
-landmarks come from the inverse rigid transform x = R(theta)^T (x' - t). With
+landmarks come from the inverse rigid transform x = R(theta)^T (x' - t). The reference code's
+encoder sees only the aligned reference, so nothing tells it where the head starts; with
+`reference_pose` it also sees the reference frame's (theta, t_x, t_y), which the input photo
+gives at inference, so a head that starts turned can be predicted to turn back. With
 `regression="a"` (f_a) the components predict the 136 landmark coordinates directly (D = 136).
 
 The heads, the norms and everything after the speech branch run in float32 (the mixture
@@ -28,6 +31,7 @@ from macl_jax.models.speech import SpeechBranch, apply_batch_norm, batch_norm, c
 
 NUM_POINTS = 68
 LANDMARK_DIMS = 2 * NUM_POINTS
+POSE_DIMS = 3  # in-plane angle, offset x, offset y
 REGRESSIONS = ("tt", "a")
 
 # Column groups of one component's output (name, start, stop): each group has its own sigma in
@@ -59,6 +63,8 @@ class MDNSizes:
     # "isotropic": one sigma per component and output group; "diagonal": one per output column;
     # "shared": one sigma per component over all D columns (the reference code's).
     sigma: str = "isotropic"
+    # f_tt only: the reference encoder also sees the reference frame's pose (theta, t_x, t_y).
+    reference_pose: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
@@ -68,6 +74,11 @@ class MDNSizes:
             raise ValueError(f"sigma must be 'isotropic', 'diagonal' or 'shared', got {self.sigma!r}")
         if self.components < 1:
             raise ValueError(f"components must be at least 1, got {self.components}")
+        if self.reference_pose and self.regression != "tt":
+            raise ValueError(
+                "reference_pose applies to regression 'tt' only: f_a already sees the pose in its reference landmarks; "
+                "set --config.model.reference_pose=False"
+            )
 
     @property
     def dims(self) -> int:
@@ -131,13 +142,24 @@ class LandmarkMDN(nnx.Module):
             self.identity_norm = batch_norm(sizes.slot_dim, rngs=rngs, param_dtype=param_dtype)
             self.content_norm = batch_norm(sizes.slot_dim, rngs=rngs, param_dtype=param_dtype)
         self.reference = _linear(LANDMARK_DIMS, sizes.reference_embed, rngs)
+        if sizes.reference_pose:
+            # Radians and offsets are an order of magnitude smaller than the landmark coordinates.
+            self.pose_norm = batch_norm(POSE_DIMS, rngs=rngs, param_dtype=param_dtype)
+            self.pose = _linear(POSE_DIMS, sizes.reference_embed, rngs)
         self.head = MixtureHead(2 * sizes.slot_dim + sizes.reference_embed, sizes, rngs=rngs)
         self.sizes = sizes
 
     def __call__(
-        self, audio: jax.Array, reference: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None
+        self,
+        audio: jax.Array,
+        reference: jax.Array,
+        pose: jax.Array | None = None,
+        *,
+        train: bool,
+        rngs: nnx.Rngs | None = None,
     ) -> dict[str, jax.Array]:
-        """audio (B, T, 20, 80), reference (B, 68, 2) aligned landmarks of a closed-mouth frame ->
+        """audio (B, T, 20, 80), reference (B, 68, 2) aligned landmarks of a closed-mouth frame and,
+        with `reference_pose`, its pose (B, 3) = (theta, t_x, t_y) ->
         {"mu": (B, T, M, D), "sigma_raw": (B, T, M, G), "logits": (B, T, M)}, float32, plus the
         memory addresses (B, T, k) unless memory == "wo"."""
         if reference.shape[-2:] != (NUM_POINTS, 2) or reference.shape[0] != audio.shape[0]:
@@ -150,6 +172,10 @@ class LandmarkMDN(nnx.Module):
             content = apply_batch_norm(self.content_norm, content, train=train)
         B, T = audio.shape[:2]
         ref = self.reference(reference.reshape(B, LANDMARK_DIMS).astype(jnp.float32))
+        if self.sizes.reference_pose:
+            if pose is None or pose.shape != (B, POSE_DIMS):
+                raise ValueError(f"this model conditions on the reference pose: pass pose of shape ({B}, {POSE_DIMS}), got {None if pose is None else pose.shape}")
+            ref = ref + self.pose(apply_batch_norm(self.pose_norm, pose.astype(jnp.float32), train=train))
         features = jnp.concatenate(
             [identity.astype(jnp.float32), content.astype(jnp.float32), jnp.broadcast_to(ref[:, None], (B, T, ref.shape[-1]))],
             axis=-1,

@@ -75,6 +75,8 @@ def model_sizes(config: Any) -> MDNSizes:
         feature_norm=bool(m.feature_norm),
         regression=str(m.regression),
         sigma=str(m.sigma),
+        # f_a sees the pose in its reference landmarks already.
+        reference_pose=bool(m.reference_pose) and str(m.regression) == "tt",
     )
 
 
@@ -175,6 +177,14 @@ def reference_input(batch: dict, regression: str) -> jax.Array:
     if regression == "tt":
         return batch["reference"]
     return normalised_landmarks(batch)[jnp.arange(batch["landmarks"].shape[0]), batch["reference_index"]]
+
+
+def reference_pose_input(batch: dict, sizes: MDNSizes) -> jax.Array | None:
+    """(B, 3) = (theta, t_x, t_y) of the reference frame for a model that conditions on it, else None."""
+    if not sizes.reference_pose:
+        return None
+    angle, offset = reference_pose(batch)
+    return jnp.concatenate([angle[:, None], offset], axis=-1).astype(jnp.float32)
 
 
 def target(batch: dict, regression: str, relative_pose: bool = True) -> jax.Array:
@@ -288,7 +298,13 @@ def build_task(config: Any) -> SupervisedTask:
         return model
 
     def loss_fn(model: LandmarkMDN, batch: dict, rngs: nnx.Rngs, train: bool):
-        out = model(batch["audio"].astype(dtype), reference_input(batch, sizes.regression), train=train, rngs=rngs)
+        out = model(
+            batch["audio"].astype(dtype),
+            reference_input(batch, sizes.regression),
+            reference_pose_input(batch, sizes),
+            train=train,
+            rngs=rngs,
+        )
         y = target(batch, sizes.regression, relative)
         if bool(lc.code_faithful):
             nll = mdn_nll.code_faithful_nll(out["mu"], out["logits"], out["sigma_raw"][..., 0], y)
@@ -312,19 +328,23 @@ def build_task(config: Any) -> SupervisedTask:
 
 
 def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any) -> dict[str, jax.Array]:
-    """Inference on a batch: the raw mixture, the chosen track (pixels, smoothed) and every component's (pixels)."""
+    """Inference on a batch: the raw mixture, the chosen track (normalised and pixels, both smoothed
+    when `infer.smooth`) and every component's (pixels, unsmoothed)."""
     regression = str(config.model.regression)
     dtype = compute_dtype(config.runtime.compute_dtype)
-    out = task.model(state)(batch["audio"].astype(dtype), reference_input(batch, regression), train=False)
+    sizes = model_sizes(config)
+    out = task.model(state)(
+        batch["audio"].astype(dtype), reference_input(batch, regression), reference_pose_input(batch, sizes), train=False
+    )
     chosen = select(out, config, str(config.infer.mode))
     anchor = batch if bool(config.model.relative_pose) else None
-    normalised = to_normalised_landmarks(chosen, regression, anchor)
+    normalised = smooth_time(to_normalised_landmarks(chosen, regression, anchor), config)
     components = to_normalised_landmarks(out["mu"], regression, anchor)  # (B, T, M, 68, 2)
     return {
         **out,
         "vector": chosen,
         "normalised": normalised,
-        "pixels": smooth_time(to_pixels(normalised, batch), config),
+        "pixels": to_pixels(normalised, batch),
         "component_pixels": to_pixels(components, batch),
     }
 
@@ -338,7 +358,8 @@ class LandmarkEval:
     Baselines: "static" holds the reference frame's landmarks (with its pose) still for the whole
     clip; "mean_mouth" adds the training set's mean displacement from the closed-mouth reference
     (aligned space) to the reference, i.e. an average, speech-independent mouth opening. Pose for
-    RD comes from the same 2-D Procrustes fit of the 9 T-points on prediction and ground truth (D10).
+    RD comes from the same 2-D Procrustes fit of the 9 T-points on prediction (the smoothed output)
+    and ground truth (D10).
     `*_mixture_mean` scores the mixture mean instead of the chosen track (inference mode "mean").
     """
 
@@ -366,7 +387,7 @@ class LandmarkEval:
         pred = p["pixels"] * px
         anchor = batch if bool(config.model.relative_pose) else None
         mixture_mean = mdn_nll.mixture_mean(p["mu"], p["logits"])
-        mean_normalised = to_normalised_landmarks(mixture_mean, str(config.model.regression), anchor)
+        mean_normalised = smooth_time(to_normalised_landmarks(mixture_mean, str(config.model.regression), anchor), config)
         mean_track = to_pixels(mean_normalised, batch)
 
         B, T = truth.shape[:2]
@@ -394,7 +415,7 @@ class LandmarkEval:
             "f_lmd": lmk.f_lmd(pred, truth),
             "lvd_mouth": lmk.landmark_velocity_error(pred, truth, points="mouth"),
             "rd": lmk.angle_distance_2d(pred_angle, batch["angle"]),
-            "m_lmd_mixture_mean": lmk.m_lmd(smooth_time(mean_track, config) * px, truth),
+            "m_lmd_mixture_mean": lmk.m_lmd(mean_track * px, truth),
             "rd_mixture_mean": lmk.angle_distance_2d(align_2d(mean_normalised).angle, batch["angle"]),
             "component_spread": spread,
             "alpha_max": jnp.mean(jnp.max(alpha, axis=-1), axis=-1),

@@ -61,3 +61,21 @@ def test_reference_landmarks_change_the_output_and_bad_shapes_are_refused():
         model(audio, jnp.zeros((2, 136)), train=False)
     with pytest.raises(ValueError, match="regression"):
         MDNSizes(regression="direct")
+
+
+def test_reference_pose_conditioning_changes_the_output_and_needs_the_pose():
+    small = dict(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4)
+    plain = LandmarkMDN(MDNSizes(**small), rngs=nnx.Rngs(0))
+    model = LandmarkMDN(MDNSizes(**small, reference_pose=True), rngs=nnx.Rngs(0))
+    # BN(3) and Linear(3 -> 4) on top of the plain model.
+    assert _count(model) - _count(plain) == 2 * 3 + (3 * 4 + 4)
+    audio = jax.random.uniform(jax.random.key(1), (2, 5, 20, 80))
+    reference = jax.random.normal(jax.random.key(2), (2, 68, 2))
+    # Untrained running statistics are (0, 1), so the pose enters as it is.
+    a = model(audio, reference, jnp.zeros((2, 3)), train=False)["mu"]
+    b = model(audio, reference, jnp.array([[0.1, 0.05, -0.05], [-0.1, 0.0, 0.02]]), train=False)["mu"]
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+    with pytest.raises(ValueError, match="reference pose"):
+        model(audio, reference, train=False)
+    with pytest.raises(ValueError, match="reference_pose=False"):
+        MDNSizes(**small, regression="a", reference_pose=True)

@@ -5,7 +5,6 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from macl_jax.config import freeze, load_config
@@ -100,26 +99,13 @@ def test_sfe_stage_end_to_end(run_main, tmp_path, synthtalk_tiny_root):
 
 
 @pytest.mark.multiprocess
-def test_sfe_eval_equal_on_one_and_two_processes(run_main, main_env, tmp_path, synthtalk_tiny_root):
+def test_sfe_eval_equal_on_one_and_two_processes(run_main, eval_one_and_two_processes, tmp_path, synthtalk_tiny_root):
     """Sharded evaluation of a SynthTalk-tiny SFE: 2 processes give the 1-process figures (1e-6)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
     common = ["--config", "configs/sfe.py:tiny", "--workdir", str(tmp_path), f"--config.data.dir={synthtalk_tiny_root}",
               "--config.eval.global_batch_size=6"]
     run_main(["sfe", *common, "--config.train.num_steps=2", "--config.train.eval_every=0",
               "--config.checkpoint.every_steps=2"], timeout=900)
-    run_main(["eval", *common, "--config.runtime.num_cpu_devices=1"], timeout=900)
-    single = json.loads((tmp_path / "eval_results.json").read_text())
-    proc = subprocess.run(
-        [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--", "eval", *common],
-        env=main_env(), cwd=repo, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    double = json.loads((tmp_path / "eval_results.json").read_text())
-    assert double["processes"] == 2
+    single, double = eval_one_and_two_processes(common, tmp_path)
     assert set(single["results"]) == {"validation", "test"}
     for split, metrics in single["results"].items():
         assert metrics["count"] == 16  # not a multiple of 6: padding rows were masked
