@@ -74,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # predicted pose can depend on where the head starts; False: aligned landmarks only (the
             # reference code's). Ignored by f_a, which sees the pose in its reference landmarks.
             "reference_pose": preset.get("reference_pose", True),
+            # f_tt: the mean head's angle and offset columns start at zero, so training starts from
+            # the static head instead of a random pose tens of degrees off; False: Kaiming (reference code).
+            "zero_pose_init": True,
             # "isotropic": one sigma per component for each of landmarks / angle / offset (D3);
             # "diagonal": one per output column; "shared": one per component (the reference code).
             "sigma": "isotropic",

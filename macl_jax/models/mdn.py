@@ -65,6 +65,10 @@ class MDNSizes:
     sigma: str = "isotropic"
     # f_tt only: the reference encoder also sees the reference frame's pose (theta, t_x, t_y).
     reference_pose: bool = False
+    # f_tt only: the mean head's angle and offset columns start at zero (weights and bias), so an
+    # untrained model predicts no motion relative to the reference pose; False: Kaiming like the
+    # other columns (the reference code).
+    zero_pose_init: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
@@ -79,6 +83,8 @@ class MDNSizes:
                 "reference_pose applies to regression 'tt' only: f_a already sees the pose in its reference landmarks; "
                 "set --config.model.reference_pose=False"
             )
+        if self.zero_pose_init and self.regression != "tt":
+            raise ValueError("zero_pose_init applies to regression 'tt' only (f_a has no pose columns); set --config.model.zero_pose_init=False")
 
     @property
     def dims(self) -> int:
@@ -101,6 +107,9 @@ class MixtureHead(nnx.Module):
         self.hidden = _linear(in_features, in_features, rngs)
         self.drop = nnx.Dropout(sizes.head_dropout)
         self.mu = _linear(in_features, sizes.components * sizes.dims, rngs)
+        if sizes.zero_pose_init:
+            pose = jnp.arange(sizes.components)[:, None] * sizes.dims + jnp.arange(LANDMARK_DIMS, sizes.dims)[None]
+            self.mu.kernel.value = self.mu.kernel.value.at[:, pose.reshape(-1)].set(0.0)
         self.sigma = _linear(in_features, sizes.components * sizes.sigma_columns, rngs)
         self.logits = _linear(in_features, sizes.components, rngs)
         self.sizes = sizes

@@ -77,6 +77,7 @@ def model_sizes(config: Any) -> MDNSizes:
         sigma=str(m.sigma),
         # f_a sees the pose in its reference landmarks already.
         reference_pose=bool(m.reference_pose) and str(m.regression) == "tt",
+        zero_pose_init=bool(m.zero_pose_init) and str(m.regression) == "tt",
     )
 
 

@@ -79,3 +79,16 @@ def test_reference_pose_conditioning_changes_the_output_and_needs_the_pose():
         model(audio, reference, train=False)
     with pytest.raises(ValueError, match="reference_pose=False"):
         MDNSizes(**small, regression="a", reference_pose=True)
+
+
+def test_zero_pose_init_starts_from_the_static_head():
+    small = dict(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4, components=3)
+    audio = jax.random.uniform(jax.random.key(1), (2, 5, 20, 80))
+    reference = jax.random.normal(jax.random.key(2), (2, 68, 2))
+    zero = LandmarkMDN(MDNSizes(**small, zero_pose_init=True), rngs=nnx.Rngs(0))(audio, reference, train=False)["mu"]
+    kaiming = LandmarkMDN(MDNSizes(**small), rngs=nnx.Rngs(0))(audio, reference, train=False)["mu"]
+    assert float(jnp.max(jnp.abs(zero[..., 136:]))) == 0.0  # angle and offset of every component
+    assert float(jnp.min(jnp.abs(kaiming[..., 136:]))) > 0.0
+    np.testing.assert_array_equal(np.asarray(zero[..., :136]), np.asarray(kaiming[..., :136]))
+    with pytest.raises(ValueError, match="zero_pose_init"):
+        MDNSizes(**small, regression="a", zero_pose_init=True)
