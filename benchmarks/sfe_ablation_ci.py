@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.harness import recorded_config
 from data_pipelines import datasets
 from data_pipelines.windows import SFEWindows
-from macl_jax.config import load_config
 from macl_jax.evals.stage import restore_state
 from macl_jax.evals.trials import cosine_scores, trial_indices
 from macl_jax.metrics.verification import paired_speaker_bootstrap
@@ -29,23 +29,8 @@ from macl_jax.train import sfe
 from macl_jax.train.runtime import runtime_mesh
 
 
-def run_config(workdir: Path, checkpoint: str):
-    recorded = json.loads((workdir / "config.json").read_text())
-    config = load_config(f"configs/sfe.py:{recorded['preset']}")
-    for section in ("model", "windows", "data", "eval", "loss"):
-        for key, value in recorded[section].items():
-            config[section][key] = value
-    # The recorded config may come from an `eval` of another checkpoint: choose afresh.
-    config.eval.checkpoint_dir, config.eval.checkpoint_step = "", -1
-    if checkpoint == "best":
-        config.eval.checkpoint_dir = str(workdir / "best")
-    elif checkpoint != "final":
-        config.eval.checkpoint_step = int(checkpoint)
-    return config
-
-
 def scores(workdir: Path, checkpoint: str, split: str):
-    config = run_config(workdir, checkpoint)
+    config = recorded_config(workdir, checkpoint)
     mesh = runtime_mesh(config)
     task = sfe.build_task(config, epoch_steps=1)
     state, step = restore_state(task, config, workdir, mesh)

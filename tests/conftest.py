@@ -53,22 +53,32 @@ def main_env():
 
 
 @pytest.fixture
-def eval_one_and_two_processes(run_main):
-    """Runs the `eval` stage with ARGS on 1 process (1 device) and on 2 local processes; returns
-    both `eval_results.json` (the workdir in ARGS must hold a checkpoint)."""
+def eval_equal_on_one_and_two_processes(run_main):
+    """Trains `stage` with `config` for 2 steps on SynthTalk tiny, runs the `eval` stage on 1
+    process (1 device) and on 2 local processes with a global batch of 6, and checks that every
+    metric of both splits agrees (rel 1e-6) and that the 16 clips of a split were each counted
+    once; returns the 1-process results by split."""
     import json
 
-    def run(args: list[str], workdir: Path, timeout: int = 900) -> tuple[dict, dict]:
-        run_main(["eval", *args, "--config.runtime.num_cpu_devices=1"], timeout=timeout)
+    def run(stage: str, config: str, data_root: Path, workdir: Path, train_extra: tuple[str, ...] = ()) -> dict:
+        common = ["--config", config, "--workdir", str(workdir), f"--config.data.dir={data_root}", "--config.eval.global_batch_size=6"]
+        run_main([stage, *common, "--config.train.num_steps=2", "--config.train.eval_every=0",
+                  "--config.checkpoint.every_steps=2", *train_extra], timeout=900)
+        run_main(["eval", *common, "--config.runtime.num_cpu_devices=1"], timeout=900)
         single = json.loads((workdir / "eval_results.json").read_text())
         proc = subprocess.run(
-            [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--", "eval", *args],
-            env=_main_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "launch.local_multiprocess", "--num_processes", "2", "--", "eval", *common],
+            env=_main_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         double = json.loads((workdir / "eval_results.json").read_text())
         assert single["processes"] == 1 and double["processes"] == 2
-        return single, double
+        assert set(single["results"]) == {"validation", "test"}
+        for split, metrics in single["results"].items():
+            assert metrics["count"] == 16  # not a multiple of 6: padding rows were masked
+            for key, value in metrics.items():
+                assert double["results"][split][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (split, key)
+        return single["results"]
 
     return run
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from macl_jax.metrics.bootstrap import cluster_draws
+
 
 def _error_rates(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FAR and FRR at every distinct threshold (plus one above all scores), ascending thresholds."""
@@ -75,7 +77,7 @@ def paired_speaker_bootstrap(
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(int(replicates)):
-        counts = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))
+        counts = cluster_draws(rng, len(names))
         keep = np.repeat(np.arange(len(labels)), counts[c1] * counts[c2])
         if not keep.size or labels[keep].all() or not labels[keep].any():
             continue  # a draw without both trial kinds has no EER

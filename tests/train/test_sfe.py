@@ -99,15 +99,7 @@ def test_sfe_stage_end_to_end(run_main, tmp_path, synthtalk_tiny_root):
 
 
 @pytest.mark.multiprocess
-def test_sfe_eval_equal_on_one_and_two_processes(run_main, eval_one_and_two_processes, tmp_path, synthtalk_tiny_root):
+def test_sfe_eval_equal_on_one_and_two_processes(eval_equal_on_one_and_two_processes, tmp_path, synthtalk_tiny_root):
     """Sharded evaluation of a SynthTalk-tiny SFE: 2 processes give the 1-process figures (1e-6)."""
-    common = ["--config", "configs/sfe.py:tiny", "--workdir", str(tmp_path), f"--config.data.dir={synthtalk_tiny_root}",
-              "--config.eval.global_batch_size=6"]
-    run_main(["sfe", *common, "--config.train.num_steps=2", "--config.train.eval_every=0",
-              "--config.checkpoint.every_steps=2"], timeout=900)
-    single, double = eval_one_and_two_processes(common, tmp_path)
-    assert set(single["results"]) == {"validation", "test"}
-    for split, metrics in single["results"].items():
-        assert metrics["count"] == 16  # not a multiple of 6: padding rows were masked
-        for key, value in metrics.items():
-            assert double["results"][split][key] == pytest.approx(value, rel=1e-6, abs=1e-7), (split, key)
+    results = eval_equal_on_one_and_two_processes("sfe", "configs/sfe.py:tiny", synthtalk_tiny_root, tmp_path)
+    assert 0.0 <= results["test"]["eer"] <= 1.0
