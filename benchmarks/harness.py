@@ -71,7 +71,10 @@ def recorded_config(
     """The config a run recorded (`<workdir>/config.json`, its stage and preset with the recorded
     `sections` over them), set to evaluate `checkpoint`: "best" (the run's selected state),
     "final" or a step number."""
-    recorded = json.loads((Path(workdir) / "config.json").read_text())
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: pass the workdir of a training run (it writes config.json when it starts)")
+    recorded = json.loads(path.read_text())
     config = load_config(f"configs/{recorded['stage']}.py:{recorded['preset']}")
     for section in sections:
         for key, value in recorded.get(section, {}).items():

@@ -31,6 +31,8 @@ COMPARISONS = [("rd", "rd_static"), ("rd_mixture_mean", "rd_static"), ("m_lmd", 
 def per_clip(workdir: Path, checkpoint: str, split: str, batch: int = 48) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """({metric: (clips,)}, speaker per clip, step) of one run on `split`."""
     config = recorded_config(workdir, checkpoint)
+    if config.stage != "mdn":
+        raise SystemExit(f"{workdir} is a {config.stage!r} run; benchmarks.mdn_ci compares MDN runs (macl-jax mdn --workdir ...)")
     mesh = runtime_mesh(config)
     task = mdn.build_task(config)
     state, step = restore_state(task, config, workdir, mesh)
