@@ -21,7 +21,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from macl_jax.config import load_config, write_json_atomic
+from macl_jax.config import write_json_atomic
 from macl_jax.parallel import make_mesh, to_global_batch
 from macl_jax.train.loop import create_state, make_step_fn
 
@@ -63,29 +63,6 @@ def compiled_flops(jitted: Any, *args: Any) -> float | None:
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     return float(cost["flops"]) if cost and "flops" in cost else None
-
-
-def recorded_config(
-    workdir: Path, checkpoint: str = "best", sections: tuple[str, ...] = ("model", "windows", "data", "eval", "loss", "infer", "init", "optim")
-):
-    """The config a run recorded (`<workdir>/config.json`, its stage and preset with the recorded
-    `sections` over them), set to evaluate `checkpoint`: "best" (the run's selected state),
-    "final" or a step number."""
-    path = Path(workdir) / "config.json"
-    if not path.is_file():
-        raise SystemExit(f"{path} not found: pass the workdir of a training run (it writes config.json when it starts)")
-    recorded = json.loads(path.read_text())
-    config = load_config(f"configs/{recorded['stage']}.py:{recorded['preset']}")
-    for section in sections:
-        for key, value in recorded.get(section, {}).items():
-            config[section][key] = value
-    # The recorded config may come from an `eval` of another checkpoint: choose afresh.
-    config.eval.checkpoint_dir, config.eval.checkpoint_step = "", -1
-    if checkpoint == "best":
-        config.eval.checkpoint_dir = str(Path(workdir) / "best")
-    elif checkpoint != "final":
-        config.eval.checkpoint_step = int(checkpoint)
-    return config
 
 
 def time_train_step(

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.harness import recorded_config
+from macl_jax.config import recorded_config
 from data_pipelines import datasets
 from macl_jax.evals.stage import restore_state
 from macl_jax.metrics.bootstrap import paired_mean_difference

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import recorded_config
+from macl_jax.config import recorded_config
 from data_pipelines import datasets
 from data_pipelines.windows import SFEWindows
 from macl_jax.evals.stage import restore_state

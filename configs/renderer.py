@@ -47,8 +47,10 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    preset = PRESETS[select_preset(arg, PRESETS, "tiny")]
+    name = select_preset(arg, PRESETS, "tiny")
+    preset = PRESETS[name]
     config = base_config("renderer")
+    config.preset = name
     config.data.variant = preset["variant"]
     # Generator: ResUnet with input concat(raster, reference) (6 channels) and tanh output.
     config.model = ml_collections.ConfigDict({"num_downs": preset["num_downs"], "ngf": preset["ngf"]})

@@ -60,7 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base_config("sfe")
     config.preset = name
     config.model = ml_collections.ConfigDict({**preset["sizes"], "dropout": preset.get("dropout", 0.5), "memory": "cs"})
-    config.windows = ml_collections.ConfigDict({"num_steps": preset["num_steps_window"], "stride": 3})
+    # frame_size > 0 decodes the stored frames at that size (0: as stored).
+    config.windows = ml_collections.ConfigDict({"num_steps": preset["num_steps_window"], "stride": 3, "frame_size": 0})
     config.loss = ml_collections.ConfigDict(
         {
             # The paper's eq. (3) queries with speech ("audio_to_video"); the reference code queries

@@ -29,12 +29,16 @@ from macl_jax.media.draw import landmark_raster
 _CONTEXT = 2
 
 
-def decode_frames(encoded: np.ndarray, indices: np.ndarray | list[int], clip_id: str = "") -> np.ndarray:
-    """Decodes the JPEG frames at `indices`: uint8 (len(indices), H, W, 3)."""
+def decode_frames(encoded: np.ndarray, indices: np.ndarray | list[int], clip_id: str = "", size: int = 0) -> np.ndarray:
+    """Decodes the JPEG frames at `indices`: uint8 (len(indices), H, W, 3); resized to size x size
+    when `size` > 0 (JPEG's reduced-scale decoding first, then an area-averaging resize)."""
     out = []
     for i in np.asarray(indices).reshape(-1):
         try:
             with Image.open(io.BytesIO(encoded[int(i)])) as image:
+                if size > 0 and image.size != (size, size):
+                    image.draft("RGB", (size, size))
+                    image = image.convert("RGB").resize((size, size), Image.BOX)
                 out.append(np.asarray(image.convert("RGB")))
         except Exception as error:  # PIL raises several types for corrupt data
             raise ValueError(
@@ -92,6 +96,8 @@ class SFEWindows:
     stride: int = 3
     train: bool = True
     frames: bool = True
+    # > 0: frames are decoded at this size (e.g. 64 px from a 128 px build for a small visual branch).
+    frame_size: int = 0
 
     @property
     def frames_needed(self) -> int:
@@ -109,7 +115,7 @@ class SFEWindows:
         frame_index = centres[:, None] + np.arange(-_CONTEXT, _CONTEXT + 1)[None, :]
         # Neighbouring 5-frame stacks overlap when stride < 5: decode each frame once.
         unique, inverse = np.unique(frame_index, return_inverse=True)
-        frames = decode_frames(example["frames"], unique, as_text(example["clip_id"]))[inverse.reshape(-1)]
+        frames = decode_frames(example["frames"], unique, as_text(example["clip_id"]), self.frame_size)[inverse.reshape(-1)]
         out["frames"] = frames.reshape(self.num_steps, 2 * _CONTEXT + 1, *frames.shape[1:])
         return out
 

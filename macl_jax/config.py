@@ -184,3 +184,35 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str | os.P
             os.replace(path, path.with_name(f"config-{stamp}.json"))
     write_json_atomic(path, payload)
     return path
+
+
+def recorded_config(
+    workdir: str | os.PathLike, checkpoint: str = "best", sections: Sequence[str] | None = None
+) -> ml_collections.ConfigDict:
+    """The config a training run recorded (`<workdir>/config.json`: its stage and preset, with the
+    recorded `sections` over them; default: every section but `runtime`, which belongs to the
+    process reading it), set to restore `checkpoint`: "best" (the run's selected state, falling
+    back to the newest when the run kept none), "final" or a step number."""
+    path = Path(workdir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: pass the workdir of a training run (it writes config.json when it starts)")
+    try:
+        recorded = json.loads(path.read_text())
+        config = load_config(f"configs/{recorded['stage']}.py:{recorded['preset']}")
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ConfigError(f"{path} is not a readable run config ({exc}); pass the workdir of a training run") from exc
+    if sections is None:
+        sections = [k for k, v in recorded.items() if isinstance(v, dict) and k != "runtime"]
+    for section in sections:
+        for key, value in recorded.get(section, {}).items():
+            if section in config and key in config[section]:
+                current = config[section][key]
+                config[section][key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    # The recorded config may come from an `eval` of another checkpoint: choose afresh.
+    config.eval.checkpoint_dir, config.eval.checkpoint_step = "", -1
+    if checkpoint == "best":
+        if (Path(workdir) / "best").is_dir():
+            config.eval.checkpoint_dir = str(Path(workdir) / "best")
+    elif checkpoint != "final":
+        config.eval.checkpoint_step = int(checkpoint)
+    return config

@@ -399,7 +399,7 @@ def overlay_landmarks(
     return out.reshape(frames.shape)
 
 
-def _default_font():
+def default_font():
     try:
         from PIL import ImageFont
 
@@ -434,7 +434,7 @@ def contact_sheet(
         raise ValueError(f"labels has {len(labels)} entries for {n} frames")
     columns = min(int(columns), n)
     rows = math.ceil(n / columns)
-    font = _default_font() if labels is not None else None
+    font = default_font() if labels is not None else None
     label_h = 0
     if font is not None:
         label_h = max(font.getbbox(str(t))[3] for t in labels) + 2

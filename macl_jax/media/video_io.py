@@ -35,7 +35,10 @@ from macl_jax.media.atomic import atomic_output
 __all__ = [
     "MediaError",
     "Video",
+    "WavSlices",
     "nearest_frame_indices",
+    "audio_info",
+    "iter_audio",
     "read_audio",
     "read_video",
     "write_video",
@@ -193,11 +196,29 @@ def _encode_audio(container: av.container.OutputContainer, stream, chunk: np.nda
     container.mux(stream.encode(aframe))
 
 
+class WavSlices:
+    """A mono WAV file read by slices (``reader[a:b]``, ``reader.size``): lets ``write_video`` mux an
+    audio track of any length without holding it in memory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with sf.SoundFile(self.path) as f:
+            if f.channels != 1:
+                raise MediaError(self.path, f"has {f.channels} channels; WavSlices reads mono files")
+            self.size, self.sample_rate = int(f.frames), int(f.samplerate)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        start, stop, _ = index.indices(self.size)
+        with sf.SoundFile(self.path) as f:
+            f.seek(start)
+            return f.read(max(0, stop - start), dtype="float32")
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray | Iterable[np.ndarray],
     fps: float = 25.0,
-    audio: np.ndarray | None = None,
+    audio: np.ndarray | WavSlices | None = None,
     sample_rate: int = 16000,
     *,
     crf: int = 18,
@@ -207,7 +228,7 @@ def write_video(
     """Writes H.264/AAC to ``path`` (.mp4/.m4v/.mov) atomically; returns the path.
 
     ``frames`` is a uint8 (T, H, W, 3) RGB array or an iterable of (H, W, 3) frames (streamed,
-    validated one by one). ``crf`` is x264's constant-quality factor (0 = lossless luma, 18 is
+    validated one by one). ``audio`` is a mono float array or a ``WavSlices`` (streamed). ``crf`` is x264's constant-quality factor (0 = lossless luma, 18 is
     visually near-transparent, 23 is x264's default). Nothing is left at ``path`` unless the whole
     file was written; an existing file there survives any failure.
     """
@@ -217,7 +238,8 @@ def write_video(
     # Exact rational rate so that 30000/1001 and 62.5 fps keep exact timestamps.
     rate = Fraction(fps).limit_denominator(1001)
     if audio is not None:
-        audio = _check_audio(audio, "audio")
+        if not isinstance(audio, WavSlices):
+            audio = _check_audio(audio, "audio")
         sample_rate = _check_rate(sample_rate, "sample_rate")
         if sample_rate not in _AAC_RATES:
             raise ValueError(f"sample_rate={sample_rate} is not an AAC rate; use one of {_AAC_RATES}")
@@ -342,10 +364,25 @@ def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> lis
     return [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
-    """Decodes the first audio stream of ``path`` (wav, flac, m4a, mp4, ...) to float32 mono.
+def audio_info(path: str | os.PathLike) -> tuple[int, int]:
+    """(sample rate, channel count) of the first audio stream of ``path``."""
+    path = _existing_file(path)
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise MediaError(path, "has no audio stream", "Pass a file with sound, or extract it first")
+        stream = container.streams.audio[0]
+        return int(stream.codec_context.sample_rate or stream.rate or 0), int(stream.codec_context.channels or 0)
+    finally:
+        container.close()
 
-    Channels are averaged and the result resampled to ``sample_rate`` by FFmpeg's swresample.
+
+def iter_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """Decodes the first audio stream of ``path`` block by block: float32 mono blocks at ``sample_rate``.
+
+    Memory stays bounded whatever the file's length. Channels are averaged and FFmpeg's swresample
+    resamples. A truncated file raises ``MediaError`` after its last decodable block. The encoder
+    padding that ``read_audio`` trims (at most 0.1 s past the declared duration) is not trimmed here.
     """
     path = _existing_file(path)
     sample_rate = _check_rate(sample_rate, "sample_rate")
@@ -355,22 +392,33 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             raise MediaError(path, "has no audio stream", "Pass a file with sound, or extract it first")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
         seconds = 0.0
         try:
             for frame in container.decode(stream):
                 seconds += frame.samples / frame.sample_rate
-                chunks.extend(_resampled(resampler, frame))
-            chunks.extend(_resampled(resampler, None))
+                yield from _resampled(resampler, frame)
+            yield from _resampled(resampler, None)
         except (av.FFmpegError, OSError, ValueError) as err:
             raise MediaError(path, f"audio could not be decoded ({err})") from err
-        declared = _declared_seconds(stream)
-        _check_audio_complete(path, declared, seconds)
+        _check_audio_complete(path, _declared_seconds(stream), seconds)
     finally:
         container.close()
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decodes the first audio stream of ``path`` (wav, flac, mp3, m4a, mp4, ...) to float32 mono.
+
+    Channels are averaged and the result resampled to ``sample_rate`` by FFmpeg's swresample.
+    """
+    chunks = [block.astype(np.float32, copy=False) for block in iter_audio(path, sample_rate)]
     if not chunks:
         return np.zeros(0, np.float32)
-    return _trim_padding(np.concatenate(chunks).astype(np.float32, copy=False), declared, sample_rate)
+    container = _open(Path(path))
+    try:
+        declared = _declared_seconds(container.streams.audio[0])
+    finally:
+        container.close()
+    return _trim_padding(np.concatenate(chunks), declared, sample_rate)
 
 
 def nearest_frame_indices(timestamps: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:

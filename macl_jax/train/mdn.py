@@ -282,13 +282,15 @@ def make_optimizer(config: Any):
     )
 
 
-def build_task(config: Any) -> SupervisedTask:
+def build_task(config: Any, load_pretrained: bool = True) -> SupervisedTask:
+    """The MDN task. `load_pretrained=False` skips reading `init.sfe_checkpoint` (a state restored
+    from this run's own checkpoint replaces those weights anyway, e.g. at inference)."""
     check_config(config)
     sizes = model_sizes(config)
     lc = config.loss
     relative = bool(config.model.relative_pose)
     dtype = compute_dtype(config.runtime.compute_dtype)
-    init_from = str(config.init.sfe_checkpoint)
+    init_from = str(config.init.sfe_checkpoint) if load_pretrained else ""
     if init_from:
         load_sfe_speech(init_from)  # fail here, with the path in the message, rather than inside jit
 
@@ -328,16 +330,16 @@ def build_task(config: Any) -> SupervisedTask:
     return SupervisedTask(model_fn, loss_fn, make_optimizer(config), rng_streams=RNG_STREAMS)
 
 
-def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any) -> dict[str, jax.Array]:
+def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any, key: jax.Array | None = None) -> dict[str, jax.Array]:
     """Inference on a batch: the raw mixture, the chosen track (normalised and pixels, both smoothed
-    when `infer.smooth`) and every component's (pixels, unsmoothed)."""
+    when `infer.smooth`) and every component's (pixels, unsmoothed). `key` draws `infer.mode=sample`."""
     regression = str(config.model.regression)
     dtype = compute_dtype(config.runtime.compute_dtype)
     sizes = model_sizes(config)
     out = task.model(state)(
         batch["audio"].astype(dtype), reference_input(batch, regression), reference_pose_input(batch, sizes), train=False
     )
-    chosen = select(out, config, str(config.infer.mode))
+    chosen = select(out, config, str(config.infer.mode), key)
     anchor = batch if bool(config.model.relative_pose) else None
     normalised = smooth_time(to_normalised_landmarks(chosen, regression, anchor), config)
     components = to_normalised_landmarks(out["mu"], regression, anchor)  # (B, T, M, 68, 2)

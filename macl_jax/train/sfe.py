@@ -178,7 +178,7 @@ def verification_trials(config: Any, directory: str, split: str):
 def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[ShardedEval]:
     directory = datasets.dataset_dir(config.data)
     wc = config.windows
-    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False)
+    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frame_size=int(wc.frame_size))
     encode = encoder(task, config)
     common = dict(direction=str(config.loss.sync_direction), identity_group=int(config.eval.identity_group))
     batch = int(config.eval.global_batch_size)
@@ -226,7 +226,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     global_batch = int(config.train.global_batch_size)
     task = build_task(config, epoch_steps=max(1, len(train_source) // global_batch))
     wc = config.windows
-    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True)
+    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True, frame_size=int(wc.frame_size))
     train_iter = training_iterator(train_source, config, mesh, window)
     evaluators = build_evaluators(config, task, mesh)
     result, summary = fit_and_summarize(
