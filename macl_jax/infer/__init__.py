@@ -1,0 +1,1 @@
+"""Generation: a photo and speech to a talking-head video."""

@@ -1,0 +1,104 @@
+"""`macl-jax generate` on a real photo and real speech, with the quick pipeline's checkpoint."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from macl_jax.media.video_io import read_audio, read_video
+
+pysptk = pytest.importorskip("pysptk", reason="pysptk (real ARCTIC speech) did not build; see launch/setup.sh")
+
+
+def _generate(args, main_env, timeout=600):
+    from conftest import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "macl_jax.main", "generate", *map(str, args)], cwd=REPO_ROOT,
+                          env=main_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def _mouth_opening(frames: np.ndarray) -> np.ndarray:
+    """dlib's inner-lip opening (mean |y| gap of 61-67, 62-66, 63-65) per frame, in face widths."""
+    from data_pipelines.real.preprocess import PreprocessOptions, detect_faces, landmarks_68
+
+    out = []
+    for frame in frames:
+        boxes, _ = detect_faces(frame, PreprocessOptions(), use_cnn=False)
+        assert boxes, "dlib lost the face in a generated frame"
+        lm = landmarks_68(frame, boxes[0])
+        gap = np.mean(np.abs(lm[[61, 62, 63], 1] - lm[[67, 66, 65], 1]))
+        out.append(gap / np.linalg.norm(lm[16] - lm[0]))
+    return np.asarray(out)
+
+
+def test_warp_renderer_animates_a_real_photo_with_real_speech(quick_pipeline, astronaut, tmp_path, main_env):
+    workdir, _ = quick_pipeline
+    speech = pysptk.util.example_audio_file()
+    out = tmp_path / "astronaut.mp4"
+    # Short chunks: the 4 s clip (100 frames) is predicted in 3 overlapping chunks.
+    proc = _generate(["--checkpoint", workdir, "--image", astronaut, "--audio", speech, "--out", out,
+                      "--renderer", "warp", "--chunk-frames", 40, "--overlap", 8], main_env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout)
+    assert summary["renderer"] == "warp"
+
+    video = read_video(out)
+    source = read_audio(speech, 16000)
+    assert video.frames.shape[1:] == (256, 256, 3)
+    assert abs(len(video.frames) - len(source) / 640) <= 1  # one frame per 40 ms of audio
+    assert video.fps == 25
+    track = read_audio(out, 16000)
+    n = min(len(track), len(source))
+    assert abs(len(track) - len(source)) <= 640
+    assert np.corrcoef(track[:n], source[:n])[0, 1] > 0.99  # the input speech, in sync
+
+    opening = _mouth_opening(video.frames)
+    frames = np.pad(source, (0, len(video.frames) * 640 - len(source)))[: len(video.frames) * 640].reshape(-1, 640)
+    loudness = np.sqrt(np.mean(frames**2, axis=1))
+    r = np.corrcoef(opening, loudness)[0, 1]
+    assert r > 0.3, f"mouth opening vs loudness: Pearson r = {r:.3f}"
+
+
+def test_batch_mode_runs_every_job_and_reports_the_failed_one(quick_pipeline, astronaut, tmp_path, main_env):
+    workdir, _ = quick_pipeline
+    wall = tmp_path / "wall.png"
+    Image.fromarray(np.full((240, 320, 3), 180, np.uint8)).save(wall)
+    speech = pysptk.util.example_audio_file()
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(
+        "image,audio,out,mode,seed\n"
+        f"{astronaut},{speech},model.mp4,sample,3\n"
+        f"wall.png,{speech},wall.mp4,,\n"
+    )
+    proc = _generate(["--checkpoint", workdir, "--batch", jobs], main_env)
+    assert proc.returncode == 1
+    results = json.loads(proc.stdout)
+    assert [r["ok"] for r in results] == [True, False]
+    assert results[0]["renderer"] == "model" and results[0]["mode"] == "sample"
+    assert "line 3" in proc.stderr and "wall.png" in proc.stderr and "no face" in proc.stderr
+    assert not (tmp_path / "wall.mp4").exists()  # a failed job leaves nothing behind
+    video = read_video(tmp_path / "model.mp4")
+    assert video.frames.shape[1:] == (64, 64, 3)  # the tiny renderer's frame size
+    assert len(video.frames) == results[0]["frames"]
+
+
+def test_bad_arguments_are_refused_with_the_fix(quick_pipeline, astronaut, tmp_path, main_env):
+    workdir, _ = quick_pipeline
+    proc = _generate(["--checkpoint", tmp_path, "--image", astronaut, "--audio", "x.wav", "--out", tmp_path / "o.mp4"], main_env)
+    assert proc.returncode == 2 and "pipeline" in proc.stderr and "mdn" in proc.stderr
+    proc = _generate(["--checkpoint", workdir, "--image", astronaut, "--audio", pysptk.util.example_audio_file(),
+                      "--out", tmp_path / "o.mp4", "--emotion", "happy"], main_env)
+    assert proc.returncode == 1 and "no emotion input" in proc.stderr
+    assert not (tmp_path / "o.mp4").exists()
