@@ -20,6 +20,7 @@ SUITES = {
     "renderer": "benchmarks.renderer_suite",
     "mdn": "benchmarks.mdn_suite",
     "quality": "benchmarks.quality_suite",
+    "generate": "benchmarks.generate_suite",
 }
 
 

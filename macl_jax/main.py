@@ -2,6 +2,8 @@
 
     python -m macl_jax.main --config configs/<x>.py:<preset> --workdir <dir> [--config.key=value ...]
     macl-jax [<stage>] [--config ...] --workdir <dir> [--config.key=value ...]
+    macl-jax pipeline --workdir <dir> [--quick]        # data, SFE -> MDN -> renderer, report, demo videos
+    macl-jax generate --checkpoint <dir> --image FACE --audio SPEECH --out OUT.mp4   (see `macl-jax generate --help`)
 
 The stage is the first positional argument if given (its default config is used when --config
 is absent), otherwise `config.stage`. Launch scripts only add environment around this command.
@@ -26,7 +28,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and output
 
 USAGE = (
     "usage: macl-jax [STAGE] [--config FILE.py[:PRESET]] --workdir DIR [--config.key=value ...]\n"
-    f"stages: {', '.join(stages.available())}"
+    f"stages: {', '.join(stages.available())}\n"
+    "generation: macl-jax generate --checkpoint DIR --image FACE --audio SPEECH --out OUT.mp4 (--help for more)"
 )
 
 
@@ -96,7 +99,7 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     logging.info("stage %s, config %s, %d process(es), %d device(s)", stage, spec, jax.process_count(), jax.device_count())
     try:
         summary = stage_fn(freeze(config), workdir)
-    except EvalError as exc:
+    except (EvalError, ConfigError) as exc:
         fail(str(exc))
     if jax.process_index() == 0:
         write_json_atomic(workdir / f"{stage}_summary.json", summary)
@@ -112,6 +115,14 @@ def run(argv: Sequence[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(__doc__.strip() + "\n\n" + USAGE)
         return
+    if argv and argv[0] == "generate":
+        from macl_jax.infer.generate import main as generate
+
+        raise SystemExit(generate(argv[1:]))
+    if argv and argv[0] == "pipeline" and "--quick" in argv:
+        if any(a == "--config" or a.startswith("--config=") for a in argv):
+            fail("--quick selects configs/pipeline.py:quick; give it or --config, not both")
+        argv = [a for a in argv if a != "--quick"] + ["--config", "configs/pipeline.py:quick"]
     try:
         stage, overrides, rest = split_argv(argv)
     except ConfigError as exc:

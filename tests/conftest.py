@@ -104,3 +104,16 @@ def tiny_voxceleb(synthtalk_tiny_root):
     start = time.perf_counter()
     path = builder.build("voxceleb_like_tiny", str(synthtalk_tiny_root), num_workers=2)
     return variant("voxceleb_like", "tiny"), path, time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def quick_pipeline(synthtalk_tiny_root, tmp_path_factory):
+    """(workdir, completed process) of `macl-jax pipeline --quick` on the tiny SynthTalk build,
+    trained once per session (a few minutes on 2 cores)."""
+    workdir = tmp_path_factory.mktemp("pipeline_quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "macl_jax.main", "pipeline", "--quick", "--workdir", str(workdir), f"--config.data.dir={synthtalk_tiny_root}"],
+        cwd=REPO_ROOT, env=_main_env(), capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir, proc
