@@ -26,8 +26,8 @@ PRESETS = {
                                     "windows.frame_size=64", "checkpoint.every_steps=100")),
         mdn=("configs/mdn.py:cpu", ("train.num_steps=400", "train.eval_every=200", "train.log_every=25",
                                     "checkpoint.every_steps=100", "eval.plot_clips=4")),
-        renderer=("configs/renderer.py:cpu", ("train.num_steps=450", "train.eval_every=450", "train.log_every=25",
-                                              "checkpoint.every_steps=150", "eval.max_examples=96")),
+        renderer=("configs/renderer.py:cpu", ("train.num_steps=900", "train.eval_every=900", "train.log_every=25",
+                                              "checkpoint.every_steps=300", "eval.max_examples=96")),
         demo_clips=3,
     ),
     "quick": dict(

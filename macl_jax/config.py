@@ -210,9 +210,10 @@ def recorded_config(
                 config[section][key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     # The recorded config may come from an `eval` of another checkpoint: choose afresh.
     config.eval.checkpoint_dir, config.eval.checkpoint_step = "", -1
+    best = Path(workdir) / "best"
     if checkpoint == "best":
-        if (Path(workdir) / "best").is_dir():
-            config.eval.checkpoint_dir = str(Path(workdir) / "best")
+        if best.is_dir() and any(p.name.isdigit() for p in best.iterdir()):
+            config.eval.checkpoint_dir = str(best)
     elif checkpoint != "final":
         config.eval.checkpoint_step = int(checkpoint)
     return config

@@ -126,7 +126,7 @@ def _markdown(config: Any, rows: list[dict], timings: dict, videos: list[str], p
         base = f"{r['baseline']:.4g}" if "baseline" in r else ""
         verdict = ("yes" if r["beats_baseline"] else "no") if "baseline" in r else ""
         lines.append(f"| {r['stage']} | {r['metric']} | {r['value']:.4g} | {r.get('baseline_name', '')} | {base} | {verdict} |")
-    lines += ["", "| step | seconds |", "|---|---|"] + [f"| {k[:-2]} | {v} |" for k, v in timings.items() if v is not None]
+    lines += ["", "| part | seconds (this invocation; a kept stage shows its own run) |", "|---|---|"] + [f"| {k[:-2]} | {v} |" for k, v in timings.items() if v is not None]
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({rel(p)})" for p in plots]
     lines += ["", "## Demo videos (reference | generated | ground truth | landmarks, with the clip's audio)", ""]
     lines += [f"- [{Path(v).name}]({rel(v)})" for v in videos]

@@ -186,6 +186,8 @@ class Generator:
 
 
 def main(argv: Sequence[str]) -> int:
+    from macl_jax.checkpoint import CheckpointError
+    from macl_jax.evals.stage import EvalError
     from macl_jax.media.video_io import MediaError
 
     args = _parser().parse_args(list(argv))
@@ -210,7 +212,7 @@ def main(argv: Sequence[str]) -> int:
         where = f" (line {job['line']} of {args.batch})" if "line" in job else ""
         try:
             results.append({"ok": True, **generator.run(job, show)})
-        except (JobError, ConfigError, MediaError, ValueError) as error:
+        except (JobError, ConfigError, MediaError, EvalError, CheckpointError, ValueError) as error:
             failed += 1
             results.append({"ok": False, "out": job["out"], "error": str(error)})
             print(f"macl-jax generate: job{where} failed: {error}", file=sys.stderr)

@@ -102,3 +102,14 @@ def test_bad_arguments_are_refused_with_the_fix(quick_pipeline, astronaut, tmp_p
                       "--out", tmp_path / "o.mp4", "--emotion", "happy"], main_env)
     assert proc.returncode == 1 and "no emotion input" in proc.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_run_without_checkpoints_is_refused_with_the_fix(quick_pipeline, astronaut, tmp_path, main_env):
+    workdir, _ = quick_pipeline
+    empty = tmp_path / "mdn_run"
+    empty.mkdir()
+    (empty / "config.json").write_text((workdir / "mdn" / "config.json").read_text())
+    proc = _generate(["--checkpoint", empty, "--image", astronaut, "--audio", pysptk.util.example_audio_file(),
+                      "--out", tmp_path / "o.mp4", "--renderer", "warp"], main_env)
+    assert proc.returncode == 1 and "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.mp4").exists()
