@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +14,10 @@ from macl_jax.media.video_io import read_audio, read_video
 pysptk = pytest.importorskip("pysptk", reason="pysptk (real ARCTIC speech) did not build; see launch/setup.sh")
 
 
-def _generate(args, main_env, timeout=600):
-    from conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
+
+def _generate(args, main_env, timeout=600):
     return subprocess.run([sys.executable, "-m", "macl_jax.main", "generate", *map(str, args)], cwd=REPO_ROOT,
                           env=main_env(), capture_output=True, text=True, timeout=timeout)
 

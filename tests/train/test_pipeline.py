@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from macl_jax.media.video_io import read_video
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pipeline_writes_the_report_and_demo_videos(quick_pipeline):
@@ -37,8 +40,6 @@ def test_pipeline_writes_the_report_and_demo_videos(quick_pipeline):
 
 def test_rerunning_the_pipeline_keeps_the_finished_stages(quick_pipeline, main_env):
     workdir, _ = quick_pipeline
-    from conftest import REPO_ROOT
-
     before = {s: (workdir / s / f"{s}_summary.json").stat().st_mtime_ns for s in ("sfe", "mdn", "renderer")}
     checkpoints = sorted(p.name for p in (workdir / "mdn" / "checkpoints").iterdir())
     proc = subprocess.run([sys.executable, "-m", "macl_jax.main", "pipeline", "--quick", "--workdir", str(workdir),
