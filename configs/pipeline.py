@@ -1,7 +1,7 @@
 """The main job: SynthTalk -> SFE -> MDN -> renderer -> evaluation, report and demo videos.
 
 Presets:
-  default  CPU-sized, about 25 minutes on 2 cores: SynthTalk voxceleb_like_default (128 px; the SFE
+  default  CPU-sized, about 22 minutes on 2 cores: SynthTalk voxceleb_like_default (128 px; the SFE
            reads its frames at 64 px), short runs of the `cpu` presets of the three stages.
   quick    A few minutes (`macl-jax pipeline --quick`): voxceleb_like_tiny and the `tiny` models.
 

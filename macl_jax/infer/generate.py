@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from macl_jax.config import ConfigError
 
 JOB_FIELDS = ("image", "audio", "out", "mode", "seed", "renderer", "emotion")
+RENDERERS = ("model", "warp")
 
 
 class JobError(ValueError):
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", help="speech (wav, flac, mp3, m4a, ...; any rate, channels, length)")
     p.add_argument("--out", help="output .mp4")
     p.add_argument("--batch", help="CSV of jobs (columns image,audio,out[,mode,seed,renderer,emotion])")
-    p.add_argument("--renderer", choices=("model", "warp"), help="default: model when the checkpoint has a renderer run, else warp")
+    p.add_argument("--renderer", choices=RENDERERS, help="default: model when the checkpoint has a renderer run, else warp")
     p.add_argument("--renderer-checkpoint", help="a `renderer` run's workdir (default: DIR/renderer)")
     p.add_argument("--mode", default=None, help="MDN output: max_alpha (the paper's), mean or sample (default: the run's infer.mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of --mode sample")
@@ -126,6 +127,8 @@ class Generator:
 
     def renderer_kind(self, requested: str | None) -> str:
         kind = requested or ("model" if self.renderer_dir else "warp")
+        if kind not in RENDERERS:
+            raise JobError(f"renderer {kind!r}: choose one of {', '.join(RENDERERS)}")
         if kind == "model" and self.renderer_dir is None:
             raise JobError(f"--renderer model: {self.args.checkpoint} has no renderer run; pass --renderer-checkpoint DIR or --renderer warp")
         return kind

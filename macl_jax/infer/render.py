@@ -10,7 +10,6 @@ renderer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -18,16 +17,8 @@ import numpy as np
 
 from macl_jax.config import ConfigError, freeze, recorded_config
 
-RENDERERS = ("model", "warp")
 # Frames rendered per call: one compiled shape whatever the video's length.
 FRAME_BATCH = 16
-
-
-class FrameRenderer(Protocol):
-    size: int
-
-    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
-        """(F, 68, 2) landmarks in the photo crop's pixels -> uint8 (F, size, size, 3)."""
 
 
 def frame_size(config) -> int:
