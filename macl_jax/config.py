@@ -187,12 +187,13 @@ def write_resolved_config(config: ml_collections.ConfigDict, workdir: str | os.P
 
 
 def recorded_config(
-    workdir: str | os.PathLike, checkpoint: str = "best", sections: Sequence[str] | None = None
+    workdir: str | os.PathLike, checkpoint: str = "best", sections: Sequence[str] | None = None, stage: str | None = None
 ) -> ml_collections.ConfigDict:
     """The config a training run recorded (`<workdir>/config.json`: its stage and preset, with the
     recorded `sections` over them; default: every section but `runtime`, which belongs to the
     process reading it), set to restore `checkpoint`: "best" (the run's selected state, falling
-    back to the newest when the run kept none), "final" or a step number."""
+    back to the newest when the run kept none), "final" or a step number. With `stage`, a run of
+    another stage is refused."""
     path = Path(workdir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path} not found: pass the workdir of a training run (it writes config.json when it starts)")
@@ -201,6 +202,8 @@ def recorded_config(
         config = load_config(f"configs/{recorded['stage']}.py:{recorded['preset']}")
     except (OSError, json.JSONDecodeError, KeyError) as exc:
         raise ConfigError(f"{path} is not a readable run config ({exc}); pass the workdir of a training run") from exc
+    if stage is not None and config.stage != stage:
+        raise ConfigError(f"{workdir} is a {config.stage!r} run; pass the workdir of a `{stage}` run")
     if sections is None:
         sections = [k for k, v in recorded.items() if isinstance(v, dict) and k != "runtime"]
     for section in sections:

@@ -46,6 +46,13 @@ def restore_state(task: Any, config: Any, workdir: Path, mesh: Any) -> tuple[Any
     return restored
 
 
+def restore_on_one_device(task: Any, config: Any, workdir: str | Path) -> tuple[Any, int]:
+    """`restore_state` onto the first local device: inference needs no mesh from the config."""
+    from macl_jax.parallel import make_mesh
+
+    return restore_state(task, config, Path(workdir), make_mesh({"data": 1}, devices=jax.devices()[:1]))
+
+
 def run(config: Any, workdir: Path) -> dict[str, Any]:
     trainer = importlib.import_module(STAGES[config.stage].implementation.partition(":")[0])
     if not hasattr(trainer, "build_evaluators"):

@@ -41,18 +41,15 @@ def _label_strip(width: int, px: int) -> np.ndarray:
 
 def mdn_tracks(mdn_dir: Path, clips: int) -> tuple[list[dict], np.ndarray]:
     """(windows of the first `clips` test clips, predicted pixel landmarks (clips, T, 68, 2)) of an MDN run's selected state."""
-    from macl_jax.config import freeze, recorded_config
-    from macl_jax.evals.stage import restore_state
-    from macl_jax.parallel import make_mesh
+    from macl_jax.infer.motion import LandmarkPredictor
     from macl_jax.train import mdn
 
-    config = freeze(recorded_config(mdn_dir))
-    task = mdn.build_task(config, load_pretrained=False)
-    state, _ = restore_state(task, config, mdn_dir, make_mesh({"data": 1}, devices=jax.devices()[:1]))
+    predictor = LandmarkPredictor(mdn_dir)
+    config = predictor.config
     source = EvaluationWindows(datasets.clip_source(datasets.dataset_dir(config.data), "test"), mdn.clip_window(config, train=False))
     rows = [source[i] for i in range(min(clips, len(source)))]
     batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in mdn.FIELDS}
-    pixels = jax.jit(lambda s, b: mdn.predict(task, s, b, config)["pixels"])(state, batch)
+    pixels = jax.jit(lambda s, b: mdn.predict(predictor.task, s, b, config)["pixels"])(predictor.state, batch)
     return rows, np.asarray(pixels)
 
 

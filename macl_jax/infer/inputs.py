@@ -111,13 +111,11 @@ class Speech:
         return out
 
 
-def _frame_levels_db(blocks, carry: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """RMS in dBFS of every whole 40 ms frame in `carry` + blocks; returns the levels and the remainder."""
-    data = np.concatenate([carry, *blocks]) if blocks else carry
+def _frame_levels_db(data: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """RMS in dBFS of every whole 40 ms frame of `data`, and the samples after the last whole frame."""
     whole = len(data) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
     frames = data[:whole].reshape(-1, SAMPLES_PER_FRAME).astype(np.float64)
-    levels = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
-    return levels.tolist(), data[whole:]
+    return (10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)).tolist(), data[whole:]
 
 
 def decode_speech(path: str | os.PathLike, workdir: str | os.PathLike, loudness_db: float = DEFAULT_LOUDNESS_DB) -> Speech:
@@ -138,7 +136,7 @@ def decode_speech(path: str | os.PathLike, workdir: str | os.PathLike, loudness_
             finite &= bool(np.isfinite(block).all())
             out.write(block)
             count += len(block)
-            new, carry = _frame_levels_db([block], carry)
+            new, carry = _frame_levels_db(np.concatenate([carry, block]))
             levels += new
     with sf.SoundFile(track_wav, "w", track_rate, 1, subtype="FLOAT") as out:
         for block in iter_audio(path, track_rate):
@@ -147,7 +145,8 @@ def decode_speech(path: str | os.PathLike, workdir: str | os.PathLike, loudness_
         raise MediaError(path, "decodes to NaN or infinite samples", "Re-encode it, e.g. `ffmpeg -i IN -ac 1 -ar 16000 OUT.wav`")
     if count < MIN_SECONDS * MODEL_RATE:
         raise MediaError(path, f"holds {count / MODEL_RATE:.3f} s of audio; at least {MIN_SECONDS} s is needed", "Pass a longer speech file")
-    levels += _frame_levels_db([], np.pad(carry, (0, SAMPLES_PER_FRAME - len(carry) % SAMPLES_PER_FRAME)))[0] if len(carry) else []
+    if len(carry):  # the last, partial frame, zero-padded
+        levels += _frame_levels_db(np.pad(carry, (0, SAMPLES_PER_FRAME - len(carry))))[0]
     loud = float(np.percentile(levels, 95))
     if loud < SILENCE_DB:
         raise MediaError(

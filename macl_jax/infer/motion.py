@@ -106,13 +106,10 @@ class LandmarkPredictor:
         chunk_frames: int = 250,
         overlap: int = 25,
     ):
-        from macl_jax.evals.stage import restore_state
-        from macl_jax.parallel import make_mesh
+        from macl_jax.evals.stage import restore_on_one_device
         from macl_jax.train import mdn
 
-        config = recorded_config(workdir, checkpoint)
-        if config.stage != "mdn":
-            raise ConfigError(f"{workdir} is a {config.stage!r} run; generation needs the workdir of an `mdn` run")
+        config = recorded_config(workdir, checkpoint, stage="mdn")
         if mode is not None:
             if mode not in mdn.INFERENCE_MODES:
                 raise ConfigError(f"mode {mode!r}: choose one of {', '.join(mdn.INFERENCE_MODES)}")
@@ -120,9 +117,8 @@ class LandmarkPredictor:
         self.config = freeze(config)
         self.workdir = Path(workdir)
         self.chunk_frames, self.overlap = int(chunk_frames), int(overlap)
-        task = mdn.build_task(self.config, load_pretrained=False)
-        mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
-        self.state, self.step = restore_state(task, self.config, self.workdir, mesh)
+        self.task = task = mdn.build_task(self.config, load_pretrained=False)
+        self.state, self.step = restore_on_one_device(task, self.config, self.workdir)
         frozen = self.config
         self._predict = jax.jit(lambda state, batch, key: mdn.predict(task, state, batch, frozen, key)["pixels"])
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from macl_jax.config import ConfigError, freeze, recorded_config
+from macl_jax.config import freeze, recorded_config
 
 # Frames rendered per call: one compiled shape whatever the video's length.
 FRAME_BATCH = 16
@@ -44,25 +44,20 @@ class ModelRenderer:
     """A trained `renderer` run bound to one reference photo (already cropped to `size`)."""
 
     def __init__(self, workdir: str | Path, checkpoint: str = "best"):
-        from macl_jax.evals.stage import restore_state
+        from macl_jax.evals.stage import restore_on_one_device
+        from macl_jax.media.augment import to_uint8
         from macl_jax.media.draw_jax import landmark_raster_jax
-        from macl_jax.parallel import make_mesh
         from macl_jax.train import renderer
 
-        config = recorded_config(workdir, checkpoint)
-        if config.stage != "renderer":
-            raise ConfigError(f"{workdir} is a {config.stage!r} run; --renderer model needs the workdir of a `renderer` run")
-        self.config = freeze(config)
+        self.config = freeze(recorded_config(workdir, checkpoint, stage="renderer"))
         self.size = frame_size(self.config)
         task = renderer.build_task(self.config)
-        mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
-        self.state, self.step = restore_state(task, self.config, Path(workdir), mesh)
+        self.state, self.step = restore_on_one_device(task, self.config, workdir)
         size = self.size
 
         def render(state, landmarks, reference):
             batch = {"raster": landmark_raster_jax(landmarks, size), "reference": jnp.broadcast_to(reference, (len(landmarks), *reference.shape))}
-            image = task.predict(state, batch)
-            return jnp.clip(jnp.round((image + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+            return to_uint8(task.predict(state, batch)).astype(jnp.uint8)
 
         self._render = jax.jit(render)
         self._reference = None
