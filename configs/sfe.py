@@ -108,7 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint.best_mode = "max"
     config.data.variant = preset["variant"]
     config.eval.global_batch_size = preset["eval_batch"]
+    # Identity retrieval: groups of `identity_group` different speakers, one clip each, averaged
+    # over `identity_rounds` fixed-seed draws (chance 1/group; macl_jax/evals/sfe.py).
     config.eval.identity_group = preset["identity_group"]
+    config.eval.identity_rounds = 20
     # Speaker verification: a VoxCeleb1-format trial list file, "metadata:<list>" for a list the
     # voxceleb1 builder stored (e.g. metadata:veri_test), or "" to generate balanced trials over
     # the held-out (test) speakers of the dataset.

@@ -5,10 +5,13 @@ speaker verification from audio identity embeddings (paper Table 1 and Table 3).
 
 * sync top-1 / top-5: per clip, each audio step retrieves its video step among the S steps of the
   clip (chance 1/S and 5/S);
-* identity top-1: each clip's audio identity embedding retrieves its clip's video identity
-  embedding among `identity_group` clips. Embeddings are pooled over the whole split and grouped
-  in split order, so the figure does not depend on the evaluation batch size or the number of
-  devices or processes;
+* identity top-1 (speaker retrieval): groups of `identity_group` *different speakers* are drawn,
+  one clip per speaker; each clip's audio identity embedding retrieves its clip's video identity
+  embedding within the group, so a hit means the two modalities agree on the speaker (chance
+  1/group, reported as `identity_chance`). The draw is a fixed-seed function of the split's
+  speaker labels, averaged over `identity_rounds` draws, and embeddings are pooled over the whole
+  split first, so the figure does not depend on the batch size or the number of devices or
+  processes;
 * `selection_score` = sync top-1 + identity top-1, the reference's model-selection criterion.
 
 `SpeakerVerification` needs audio only (e.g. VoxCeleb1): the embedding of an utterance is the
@@ -46,20 +49,46 @@ def verification_metrics(embeddings: np.ndarray, utterances: Sequence[str], tria
     }
 
 
-def grouped_identity_top1(audio: np.ndarray, video: np.ndarray, group: int) -> float:
-    """Mean top-1 of audio -> video retrieval within consecutive groups of `group` clips.
+def speaker_identity_top1(
+    audio: np.ndarray, video: np.ndarray, speakers: Sequence[str], group: int, *, rounds: int = 20, seed: int = 0
+) -> tuple[float, float]:
+    """(top-1, chance) of audio -> video identity retrieval among clips of different speakers.
 
-    The last group may be smaller; groups of one clip are skipped (nothing to retrieve from).
+    Each round shuffles the speakers into groups of `group` (the last group takes the remainder;
+    a group of one speaker is skipped) and picks one clip per speaker; within a group every audio
+    embedding retrieves among the group's video embeddings by cosine similarity. Clips of one
+    speaker never compete with each other, so the figure measures speaker identity, not which of a
+    speaker's clips is which. Chance is the mean of 1/|group| over the queries.
     """
-    hits, total = 0.0, 0
-    for start in range(0, len(audio), group):
-        a, v = audio[start : start + group], video[start : start + group]
-        if len(a) < 2:
-            continue
-        logits = np.asarray(normalize(jnp.asarray(a)) @ normalize(jnp.asarray(v)).T)
-        hits += float(diagonal_topk_accuracy(jnp.asarray(logits), 1)) * len(a)
-        total += len(a)
-    return hits / total if total else float("nan")
+    speakers = np.asarray(list(speakers))
+    if len(speakers) != len(audio) or len(audio) != len(video):
+        raise ValueError(f"{len(audio)} audio and {len(video)} video embeddings for {len(speakers)} speaker labels")
+    names, labels = np.unique(speakers, return_inverse=True)
+    if len(names) < 2:
+        raise ValueError("speaker identity retrieval needs at least two speakers in the split")
+    clips = [np.flatnonzero(labels == s) for s in range(len(names))]
+    a = np.asarray(normalize(jnp.asarray(audio, jnp.float32)))
+    v = np.asarray(normalize(jnp.asarray(video, jnp.float32)))
+    rng = np.random.default_rng(seed)
+    hits, queries = 0.0, 0
+    for _ in range(rounds):
+        order = rng.permutation(len(names))
+        picks = np.array([rng.choice(clips[s]) for s in order])
+        for start in range(0, len(picks), group):
+            chosen = picks[start : start + group]
+            if len(chosen) < 2:
+                continue
+            cos = a[chosen] @ v[chosen].T
+            hits += float(np.sum(np.argmax(cos, axis=1) == np.arange(len(chosen))))
+            queries += len(chosen)
+    return hits / queries, _chance(len(names), group)
+
+
+def _chance(num_speakers: int, group: int) -> float:
+    """Mean 1/|group| over queries when `num_speakers` are split into groups of `group`."""
+    sizes = [min(group, num_speakers - start) for start in range(0, num_speakers, group)]
+    sizes = [n for n in sizes if n >= 2]
+    return len(sizes) / sum(sizes)
 
 
 class SFERetrieval:
@@ -79,14 +108,18 @@ class SFERetrieval:
         encode: Encode,
         *,
         direction: str = "audio_to_video",
+        speakers: Sequence[str],
         identity_group: int = 16,
+        identity_rounds: int = 20,
         utterances: Sequence[str] = (),
         trials: Sequence[Trial] = (),
     ):
         self.name = name
         self._encode = encode
         self._direction = direction
-        self._group = int(identity_group)
+        self._speakers = list(speakers)
+        self._group = identity_group
+        self._rounds = identity_rounds
         self._utterances = list(utterances)
         self._trials = list(trials)
 
@@ -104,12 +137,15 @@ class SFERetrieval:
         }
 
     def finalize(self, reduced: dict[str, Any]) -> dict[str, float]:
-        identity_top1 = grouped_identity_top1(reduced["audio_identity"], reduced["video_identity"], self._group)
+        identity_top1, identity_chance = speaker_identity_top1(
+            reduced["audio_identity"], reduced["video_identity"], self._speakers, self._group, rounds=self._rounds
+        )
         metrics = {
             "sync_loss": reduced["sync_loss"],
             "sync_top1": reduced["sync_top1"],
             "sync_top5": reduced["sync_top5"],
             "identity_top1": identity_top1,
+            "identity_chance": identity_chance,
             "selection_score": reduced["sync_top1"] + identity_top1,
             "count": reduced["sync_top1/count"],
         }

@@ -4,7 +4,7 @@ One step: uint8 frame stacks are augmented per frame on the device (random grey,
 ImageNet-normalised, and encoded by the 3-D ResNet; mel windows go through the speech branch
 (encoder, Bi-GRU, memory read-outs). The loss is the content (sync) contrastive loss over the S
 steps of each clip plus the identity contrastive loss over the global batch (macl_jax.losses.contrastive).
-Validation is deterministic; the best state by sync top-1 + identity top-1 is kept under
+Validation is deterministic; the best state by sync top-1 + speaker-identity top-1 is kept under
 <workdir>/best. Held-out speakers are evaluated for sync retrieval and speaker verification.
 """
 
@@ -180,14 +180,18 @@ def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[Shard
     wc = config.windows
     window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frame_size=int(wc.frame_size))
     encode = encoder(task, config)
-    common = dict(direction=str(config.loss.sync_direction), identity_group=int(config.eval.identity_group))
+    common = dict(
+        direction=str(config.loss.sync_direction),
+        identity_group=int(config.eval.identity_group),
+        identity_rounds=int(config.eval.identity_rounds),
+    )
     batch = int(config.eval.global_batch_size)
     available = datasets.splits(directory)
     evaluators = []
     if "validation" in available:
         evaluators.append(
             ShardedEval(
-                SFERetrieval("validation", encode, **common),
+                SFERetrieval("validation", encode, speakers=split_labels(directory, "validation")[1], **common),
                 EvaluationWindows(datasets.clip_source(directory, "validation"), window),
                 batch,
                 mesh,
@@ -198,7 +202,7 @@ def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[Shard
         utterances, trials = verification_trials(config, directory, split)
         evaluators.append(
             ShardedEval(
-                SFERetrieval(split, encode, utterances=utterances, trials=trials, **common),
+                SFERetrieval(split, encode, speakers=split_labels(directory, split)[1], utterances=utterances, trials=trials, **common),
                 EvaluationWindows(datasets.clip_source(directory, split), window),
                 batch,
                 mesh,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from macl_jax.evals import trials as T
-from macl_jax.evals.sfe import grouped_identity_top1, verification_metrics
+from macl_jax.evals.sfe import verification_metrics
 
 
 def test_read_write_round_trip_and_keys(tmp_path):
@@ -54,17 +54,3 @@ def test_verification_metrics_separate_speakers():
     assert verification_metrics(clean, utterances, trials)["eer"] == 0.0
     noise = rng.normal(size=(30, 16))
     assert verification_metrics(noise, utterances, trials)["eer"] > 0.25
-
-
-def test_grouped_identity_top1_matches_numpy():
-    rng = np.random.default_rng(1)
-    audio, video = rng.normal(size=(2, 11, 8))
-    video[:6] = audio[:6] * 3  # the first six retrieve themselves
-    got = grouped_identity_top1(audio, video, group=4)
-    hits, total = 0, 0
-    for start in (0, 4, 8):
-        a, v = audio[start : start + 4], video[start : start + 4]
-        cos = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
-        hits += np.sum(np.argmax(cos, axis=1) == np.arange(len(a)))
-        total += len(a)
-    assert got == pytest.approx(hits / total)
