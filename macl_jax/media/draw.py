@@ -12,8 +12,9 @@ is the union of
   3. a radius-1 filled circle (a 5-pixel plus) at each integer end point.
 This module re-implements those rules with integer numpy arithmetic, vectorised over every
 segment of every frame. Checked against ``cv2.line`` on 20,000 random segments and 600 random
-68-point rasters: pixel-identical to OpenCV 4.10, including segments that leave the canvas.
-OpenCV 5.0 agrees whenever both end points lie on the canvas but draws segments with an end
+68-point rasters: pixel-identical to OpenCV 4.10-4.12, including segments that leave the canvas
+(tests/media/test_draw.py compares with the OpenCV that the dev extra pins). OpenCV 4.13 and later
+(5.x included) agree whenever both end points lie on the canvas but draw segments with an end
 point off the canvas differently (about 60% of such random segments differ by a few pixels).
 Landmarks beyond +-16384 px are clamped first so the fixed-point products cannot overflow.
 """

@@ -9,8 +9,8 @@ CSIM(a, b) = cos(e(a), e(b)); 1 = identical. An image with no detected face give
 This is a proxy for the ArcFace CSIM in papers (ArcFace weights are not available offline) and is
 **not comparable** with it: dlib descriptors are not centred, so even different people score
 high (about 0.75-0.9; dlib's own same-person rule is Euclidean distance < 0.6 between
-descriptors). Compare dlib-CSIM values only with each other. Needs the `faces` extra
-(dlib-bin + face_recognition_models), imported lazily.
+descriptors). Compare dlib-CSIM values only with each other. dlib-bin and face_recognition_models
+(core dependencies) are imported lazily.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-_FACES_INSTALL = "pip install 'macl-jax[faces]' (dlib-bin and face_recognition_models)"
+_FACES_INSTALL = "pip install dlib-bin face_recognition_models (dependencies of macl-jax: bash launch/setup.sh installs them)"
 
 
 def _import_faces():

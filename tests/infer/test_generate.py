@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from macl_jax.media.samples import arctic_speech_file
 from macl_jax.media.video_io import read_audio, read_video
-
-pysptk = pytest.importorskip("pysptk", reason="pysptk (real ARCTIC speech) did not build; see launch/setup.sh")
-
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +45,7 @@ def _mouth_opening(frames: np.ndarray) -> np.ndarray:
 
 def test_warp_renderer_animates_a_real_photo_with_real_speech(quick_pipeline, astronaut, tmp_path, main_env):
     workdir, _ = quick_pipeline
-    speech = pysptk.util.example_audio_file()
+    speech = arctic_speech_file()
     out = tmp_path / "astronaut.mp4"
     # Short chunks: the 4 s clip (100 frames) is predicted in 3 overlapping chunks.
     proc = _generate(["--checkpoint", workdir, "--image", astronaut, "--audio", speech, "--out", out,
@@ -77,7 +75,7 @@ def test_batch_mode_runs_every_job_and_reports_the_failed_one(quick_pipeline, as
     workdir, _ = quick_pipeline
     wall = tmp_path / "wall.png"
     Image.fromarray(np.full((240, 320, 3), 180, np.uint8)).save(wall)
-    speech = pysptk.util.example_audio_file()
+    speech = arctic_speech_file()
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(
         "image,audio,out,mode,seed\n"
@@ -100,7 +98,7 @@ def test_bad_arguments_are_refused_with_the_fix(quick_pipeline, astronaut, tmp_p
     workdir, _ = quick_pipeline
     proc = _generate(["--checkpoint", tmp_path, "--image", astronaut, "--audio", "x.wav", "--out", tmp_path / "o.mp4"], main_env)
     assert proc.returncode == 2 and "pipeline" in proc.stderr and "mdn" in proc.stderr
-    proc = _generate(["--checkpoint", workdir, "--image", astronaut, "--audio", pysptk.util.example_audio_file(),
+    proc = _generate(["--checkpoint", workdir, "--image", astronaut, "--audio", arctic_speech_file(),
                       "--out", tmp_path / "o.mp4", "--emotion", "happy"], main_env)
     assert proc.returncode == 1 and "no emotion input" in proc.stderr
     assert not (tmp_path / "o.mp4").exists()
@@ -111,7 +109,7 @@ def test_a_run_without_checkpoints_is_refused_with_the_fix(quick_pipeline, astro
     empty = tmp_path / "mdn_run"
     empty.mkdir()
     (empty / "config.json").write_text((workdir / "mdn" / "config.json").read_text())
-    proc = _generate(["--checkpoint", empty, "--image", astronaut, "--audio", pysptk.util.example_audio_file(),
+    proc = _generate(["--checkpoint", empty, "--image", astronaut, "--audio", arctic_speech_file(),
                       "--out", tmp_path / "o.mp4", "--renderer", "warp"], main_env)
     assert proc.returncode == 1 and "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.mp4").exists()

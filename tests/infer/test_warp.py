@@ -172,8 +172,8 @@ def test_mouth_paint_is_off_when_the_target_is_no_more_open_than_the_photo():
 
 @pytest.fixture(scope="module")
 def dlib_landmarks():
-    dlib = pytest.importorskip("dlib", reason="dlib not installed (the `faces` extra)")
-    models = pytest.importorskip("face_recognition_models", reason="face_recognition_models not installed")
+    import dlib
+    import face_recognition_models as models
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(models.pose_predictor_model_location())
 

@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 from skimage import data, transform
 
-pytest.importorskip("dlib", reason="dlib not installed (the `faces` extra)")
-pytest.importorskip("face_recognition_models", reason="face_recognition_models not installed (the `faces` extra)")
-
-from macl_jax.metrics.csim import DlibFaceEmbedder, cosine, csim, summarize  # noqa: E402
+from macl_jax.metrics.csim import DlibFaceEmbedder, cosine, csim, summarize
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,6 @@ def test_cli_shard_and_merge(raw_root, plain_build, read_split, tmp_path):
 
 
 def test_beam_direct_runner_equals_the_plain_build(raw_root, plain_build, read_split, tmp_path):
-    pytest.importorskip("apache_beam")
     from data_pipelines.real import beam
     from data_pipelines.real.preprocess import PreprocessOptions
 

@@ -236,8 +236,8 @@ def test_render_rejects_bad_arguments():
 
 def test_dlib_finds_the_faces_and_their_landmarks():
     """dlib's HOG face detector and 68-point predictor, trained on photographs, on rendered faces."""
-    dlib = pytest.importorskip("dlib")
-    models = pytest.importorskip("face_recognition_models")
+    import dlib
+    import face_recognition_models as models
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(models.pose_predictor_model_location())
     rng = np.random.default_rng(2024)
