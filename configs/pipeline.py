@@ -29,6 +29,7 @@ PRESETS = {
         renderer=("configs/renderer.py:cpu", ("train.num_steps=900", "train.eval_every=900", "train.log_every=25",
                                               "checkpoint.every_steps=300", "eval.max_examples=96")),
         demo_clips=3,
+        e2e_clips=24,
     ),
     "quick": dict(
         variant="voxceleb_like_tiny",
@@ -38,6 +39,7 @@ PRESETS = {
         renderer=("configs/renderer.py:tiny", ("train.num_steps=600", "train.eval_every=600", "train.log_every=50",
                                                "checkpoint.every_steps=300")),
         demo_clips=2,
+        e2e_clips=4,
     ),
 }
 STAGE_ORDER = ("sfe", "mdn", "renderer")
@@ -56,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {
             # Held-out clips shown as videos: reference | generated | ground truth | landmarks, with audio.
             "demo_clips": preset["demo_clips"],
+            # Held-out clips (spread over the test speakers) scored end to end: every frame of the
+            # MDN's window rendered from predicted and from true landmarks.
+            "e2e_clips": preset["e2e_clips"],
             # Upscale of the demo panels (SynthTalk frames are 64-128 px).
             "demo_panel_px": 192,
         }

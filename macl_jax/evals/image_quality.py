@@ -61,6 +61,13 @@ def _frozen_call(network: Any, fn: Callable) -> Callable:
     return lambda *args: fn(nnx.merge(graphdef, state), *args)
 
 
+def lpips_distance() -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """(x, y) images in [0, 1], (B, H, W, 3) -> (B,) LPIPS-VGG16, the network closed over."""
+    from macl_jax.metrics.lpips import lpips
+
+    return _frozen_call(lpips_network(), lambda net, x, y: lpips(x, y, net))
+
+
 class ImageQuality:
     """FID / LPIPS of `predict(state, batch)` (images in [-1, 1]) against `batch[target_key]` (uint8).
 
@@ -110,9 +117,7 @@ class ImageQuality:
 
     @functools.cached_property
     def _lpips_fn(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
-        from macl_jax.metrics.lpips import lpips
-
-        return _frozen_call(lpips_network(), lambda net, x, y: lpips(x, y, net))
+        return lpips_distance()
 
     def _images(self, state: Any, batch: dict) -> dict[str, jax.Array]:
         for key in (self._target_key, self._reference_key):

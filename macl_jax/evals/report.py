@@ -21,16 +21,23 @@ from macl_jax.config import write_json_atomic
 ROWS = (
     ("sfe", "test_sync_top1", "sync top-1 (audio -> video step)", "chance_sync", "chance", False),
     ("sfe", "test_sync_top5", "sync top-5", None, "", False),
+    ("sfe", "test_identity_top1", "speaker identity top-1 (audio -> video, one clip per speaker)", "test_identity_chance", "chance", False),
     ("sfe", "test_eer", "speaker verification EER", None, "", True),
     ("sfe", "test_min_dcf_p01", "minDCF (p 0.01)", None, "", True),
     ("mdn", "test_m_lmd", "M-LMD (px at 256)", "test_m_lmd_static", "reference held still", True),
+    ("mdn", "test_m_lmd", "M-LMD (px at 256)", "test_m_lmd_mean_mouth", "mean mouth", True),
     ("mdn", "test_f_lmd", "F-LMD (px at 256)", "test_f_lmd_static", "reference held still", True),
     ("mdn", "test_rd", "RD (degrees)", "test_rd_static", "static head", True),
-    ("mdn", "test_m_lmd_mean_mouth", "M-LMD of the mean-mouth baseline", None, "", True),
-    ("renderer", "heldout_pred_psnr", "PSNR (dB)", "heldout_copy_ref_psnr", "copy the reference", False),
-    ("renderer", "heldout_pred_ssim_gaussian", "SSIM", "heldout_copy_ref_ssim_gaussian", "copy the reference", False),
-    ("renderer", "image_quality_lpips", "LPIPS-VGG16", "image_quality_lpips_copy_ref", "copy the reference", True),
+    ("renderer", "heldout_pred_psnr", "PSNR (dB), ground-truth landmarks", "heldout_copy_ref_psnr", "copy the reference", False),
+    ("renderer", "heldout_pred_ssim_gaussian", "SSIM, ground-truth landmarks", "heldout_copy_ref_ssim_gaussian", "copy the reference", False),
+    ("renderer", "image_quality_lpips", "LPIPS-VGG16, ground-truth landmarks", "image_quality_lpips_copy_ref", "copy the reference", True),
 )
+
+# The end-to-end image rows (macl_jax.infer.end_to_end): the renderer on landmarks predicted from
+# the speech and on the true ones, each beside copying the reference frame and beside the warp
+# renderer on the same landmarks. (landmarks key, landmarks label)
+E2E_SOURCES = (("pred", "landmarks from speech (MDN)"), ("true", "ground-truth landmarks"))
+E2E_METRICS = (("psnr", "PSNR (dB)", False), ("ssim", "SSIM", False), ("lpips", "LPIPS-VGG16", True))
 
 
 def _num(value: Any) -> float | None:
@@ -55,6 +62,26 @@ def metric_rows(summaries: dict[str, dict], config: Any) -> list[dict[str, Any]]
         if baseline is not None:
             row |= {"baseline": baseline, "baseline_name": base_label, "beats_baseline": value < baseline if lower else value > baseline}
         rows.append(row)
+    return rows + end_to_end_rows(summaries.get("end_to_end", {}))
+
+
+def end_to_end_rows(scores: dict[str, float]) -> list[dict[str, Any]]:
+    """Rows of the end-to-end image table: the trained renderer, the warp and the copied reference."""
+    rows = []
+    for source, source_label in E2E_SOURCES:
+        for metric, label, lower in E2E_METRICS:
+            value = _num(scores.get(f"e2e_{source}_model_{metric}"))
+            if value is None:
+                continue
+            row = {"stage": "end to end", "metric": f"{label}, {source_label}", "key": f"e2e_{source}_model_{metric}",
+                   "value": value, "lower_is_better": lower}
+            for suffix, base_key, base_label in (("", f"e2e_copy_ref_{metric}", "copy the reference"),
+                                                 ("2", f"e2e_{source}_warp_{metric}", "warp renderer, same landmarks")):
+                baseline = _num(scores.get(base_key))
+                if baseline is not None:
+                    row |= {f"baseline{suffix}": baseline, f"baseline{suffix}_name": base_label,
+                            f"beats_baseline{suffix}": value < baseline if lower else value > baseline}
+            rows.append(row)
     return rows
 
 
@@ -112,6 +139,15 @@ def metric_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def _fmt(row: dict, key: str) -> str:
+    return f"{row[key]:.4g}" if key in row else ""
+
+
+def _verdict(row: dict, suffix: str) -> str:
+    key = f"beats_baseline{suffix}"
+    return ("yes" if row[key] else "no") if key in row else ""
+
+
 def _markdown(config: Any, rows: list[dict], timings: dict, videos: list[str], plots: list[str], workdir: Path) -> str:
     rel = lambda p: str(Path(p).relative_to(workdir))  # noqa: E731
     lines = [
@@ -123,9 +159,21 @@ def _markdown(config: Any, rows: list[dict], timings: dict, videos: list[str], p
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        base = f"{r['baseline']:.4g}" if "baseline" in r else ""
-        verdict = ("yes" if r["beats_baseline"] else "no") if "baseline" in r else ""
-        lines.append(f"| {r['stage']} | {r['metric']} | {r['value']:.4g} | {r.get('baseline_name', '')} | {base} | {verdict} |")
+        if r["stage"] != "end to end":
+            lines.append(f"| {r['stage']} | {r['metric']} | {r['value']:.4g} | {r.get('baseline_name', '')} | {_fmt(r, 'baseline')} | {_verdict(r, '')} |")
+    e2e = [r for r in rows if r["stage"] == "end to end"]
+    if e2e:
+        lines += [
+            "",
+            "End to end: the same held-out frames rendered from landmarks, scored against the true frames "
+            "(`macl_jax/infer/end_to_end.py`). The first rows are what a user gets from speech; the "
+            "ground-truth-landmark rows isolate the renderer.",
+            "",
+            "| metric | MACL renderer | copy the reference | better | warp renderer, same landmarks | better |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in e2e:
+            lines.append(f"| {r['metric']} | {r['value']:.4g} | {_fmt(r, 'baseline')} | {_verdict(r, '')} | {_fmt(r, 'baseline2')} | {_verdict(r, '2')} |")
     lines += ["", "| part | seconds (this invocation; a kept stage shows its own run) |", "|---|---|"] + [f"| {k[:-2]} | {v} |" for k, v in timings.items() if v is not None]
     lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({rel(p)})" for p in plots]
     lines += ["", "## Demo videos (reference | generated | ground truth | landmarks, with the clip's audio)", ""]

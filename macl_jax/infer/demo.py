@@ -8,7 +8,7 @@ truth frame, and the landmarks (predicted in red over the true ones in green).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,15 +39,15 @@ def _label_strip(width: int, px: int) -> np.ndarray:
     return np.asarray(strip)
 
 
-def mdn_tracks(mdn_dir: Path, clips: int) -> tuple[list[dict], np.ndarray]:
-    """(windows of the first `clips` test clips, predicted pixel landmarks (clips, T, 68, 2)) of an MDN run's selected state."""
+def mdn_tracks(mdn_dir: Path, indices: Sequence[int]) -> tuple[list[dict], np.ndarray]:
+    """(windows of the test clips at `indices`, predicted pixel landmarks (clips, T, 68, 2)) of an MDN run's selected state."""
     from macl_jax.infer.motion import LandmarkPredictor
     from macl_jax.train import mdn
 
     predictor = LandmarkPredictor(mdn_dir)
     config = predictor.config
     source = EvaluationWindows(datasets.clip_source(datasets.dataset_dir(config.data), "test"), mdn.clip_window(config, train=False))
-    rows = [source[i] for i in range(min(clips, len(source)))]
+    rows = [source[i] for i in indices]
     batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in mdn.FIELDS}
     pixels = jax.jit(lambda s, b: mdn.predict(predictor.task, s, b, config)["pixels"])(predictor.state, batch)
     return rows, np.asarray(pixels)
@@ -58,9 +58,9 @@ def write_demo_videos(config: Any, workdir: Path, clips: int, panel_px: int) -> 
     if clips <= 0:
         return []
     workdir = Path(workdir)
-    rows, tracks = mdn_tracks(workdir / "mdn", clips)
-    renderer = ModelRenderer(workdir / "renderer")
     test = datasets.clip_source(datasets.dataset_dir(config.data), "test")
+    rows, tracks = mdn_tracks(workdir / "mdn", range(min(clips, len(test))))
+    renderer = ModelRenderer(workdir / "renderer")
     out_dir = workdir / "videos"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -89,6 +89,8 @@ def check_config(config: Any) -> None:
         )
     if str(config.infer.mode) not in INFERENCE_MODES:
         raise ValueError(f"config.infer.mode={config.infer.mode!r}; choose one of {INFERENCE_MODES}")
+    if config.model.speech_input not in ("audio", "zeros"):
+        raise ValueError(f"config.model.speech_input={config.model.speech_input!r}; choose 'audio' or 'zeros'")
 
 
 # ----------------------------------------------------------------------------- SFE initialisation
@@ -302,7 +304,7 @@ def build_task(config: Any, load_pretrained: bool = True) -> SupervisedTask:
 
     def loss_fn(model: LandmarkMDN, batch: dict, rngs: nnx.Rngs, train: bool):
         out = model(
-            batch["audio"].astype(dtype),
+            speech_input(batch, config, dtype),
             reference_input(batch, sizes.regression),
             reference_pose_input(batch, sizes),
             train=train,
@@ -330,6 +332,14 @@ def build_task(config: Any, load_pretrained: bool = True) -> SupervisedTask:
     return SupervisedTask(model_fn, loss_fn, make_optimizer(config), rng_streams=RNG_STREAMS)
 
 
+def speech_input(batch: dict, config: Any, dtype: Any) -> jax.Array:
+    """The mel windows the speech branch sees: the clip's, or all zeros for the speech-blind
+    control (`model.speech_input=zeros`), which can only learn what the reference face and the
+    training set's statistics tell."""
+    audio = batch["audio"].astype(dtype)
+    return jnp.zeros_like(audio) if config.model.speech_input == "zeros" else audio
+
+
 def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any, key: jax.Array | None = None) -> dict[str, jax.Array]:
     """Inference on a batch: the raw mixture, the chosen track (normalised and pixels, both smoothed
     when `infer.smooth`) and every component's (pixels, unsmoothed). `key` draws `infer.mode=sample`."""
@@ -337,7 +347,7 @@ def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any, k
     dtype = compute_dtype(config.runtime.compute_dtype)
     sizes = model_sizes(config)
     out = task.model(state)(
-        batch["audio"].astype(dtype), reference_input(batch, regression), reference_pose_input(batch, sizes), train=False
+        speech_input(batch, config, dtype), reference_input(batch, regression), reference_pose_input(batch, sizes), train=False
     )
     chosen = select(out, config, str(config.infer.mode), key)
     anchor = batch if bool(config.model.relative_pose) else None

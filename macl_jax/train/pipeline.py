@@ -6,7 +6,10 @@
 2. trains the SFE, the MDN (speech branch from the SFE run) and the renderer, each in its own
    workdir (`<workdir>/sfe`, `mdn`, `renderer`) with the stage presets named in
    `configs/pipeline.py`; each stage evaluates on the held-out speakers when it finishes;
-3. writes `report.md`, `report.json` and `plots/` (loss curves, metric bars, predicted against
+3. renders held-out frames from the MDN's predicted landmarks and from the true ones, with the
+   trained renderer and with the warp renderer, and scores them against the true frames
+   (`macl_jax.infer.end_to_end`);
+4. writes `report.md`, `report.json` and `plots/` (loss curves, metric bars, predicted against
    true landmark and pose tracks) and, for held-out clips, demo videos with their audio:
    reference | generated | ground truth | landmarks.
 
@@ -105,7 +108,11 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     if jax.process_index() == 0:
         from macl_jax.evals.report import write_report
         from macl_jax.infer.demo import write_demo_videos
+        from macl_jax.infer.end_to_end import end_to_end_images
 
+        t0 = time.perf_counter()
+        summaries["end_to_end"] = end_to_end_images(workdir, config.data, int(config.report.e2e_clips))
+        timings["end_to_end_s"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         videos = write_demo_videos(config, workdir, int(config.report.demo_clips), int(config.report.demo_panel_px))
         timings["videos_s"] = round(time.perf_counter() - t0, 1)

@@ -106,6 +106,17 @@ def test_learning_beats_copy_reference_on_held_out_speakers(tmp_path, synthtalk_
     assert out["heldout_pred_ssim_gaussian"] > out["heldout_copy_ref_ssim_gaussian"], out
 
 
+@pytest.mark.multiprocess
+def test_renderer_eval_equal_on_one_and_two_processes(eval_equal_on_one_and_two_processes, tmp_path, synthtalk_tiny_root):
+    """Held-out PSNR / SSIM of the renderer (and the copy-the-reference baseline): 2 processes give the 1-process figures."""
+    results = eval_equal_on_one_and_two_processes(
+        "renderer", "configs/renderer.py:tiny", synthtalk_tiny_root, tmp_path, evaluators=("heldout",)
+    )
+    heldout = results["heldout"]
+    assert {"pred_psnr", "pred_ssim_gaussian", "copy_ref_psnr", "copy_ref_ssim_gaussian"} <= set(heldout)
+    assert heldout["pred_psnr"] != heldout["copy_ref_psnr"]
+
+
 def test_learning_rate_decay_factor():
     task = renderer.build_task(_config(["train.num_steps=10", "optimizer.decay_start=0.5"]))
     got = [float(task.lr_factor(jnp.asarray(s))) for s in (0, 5, 7, 9, 10)]
