@@ -74,6 +74,8 @@ class _Scores:
 
 def end_to_end_images(workdir: str | Path, data_config: Any, clips: int, *, lpips: bool = True) -> dict[str, float]:
     """Scores of the pipeline in `workdir` (its `mdn` and `renderer` runs) on `clips` test clips."""
+    if clips <= 0:
+        return {}
     workdir = Path(workdir)
     test = datasets.clip_source(datasets.dataset_dir(data_config), "test")
     indices = spread_indices(len(test), clips)

@@ -65,7 +65,7 @@ def find_face(photo: np.ndarray, path: str | os.PathLike = "<image>") -> np.ndar
     try:
         boxes, _ = detect_faces(image, PreprocessOptions(detect_max_side=1024), use_cnn=True)
     except ImportError as error:
-        raise MediaError(path, "cannot be searched for a face: dlib is missing", "pip install 'macl-jax[faces]'") from error
+        raise MediaError(path, "cannot be searched for a face: dlib is missing", "reinstall macl-jax (bash launch/setup.sh), which installs dlib-bin and face_recognition_models") from error
     if not boxes:
         raise MediaError(path, "has no face that dlib's detectors (HOG, then CNN) can find", _FACE_HINT)
     return landmarks_68(image, boxes[0]) / factor
