@@ -1,9 +1,9 @@
 """MACL stage 2 (MDN): training step and inference at the authors' shapes.
 
-The authors' timing (../shared/specs/perf_anchors.md) is a training step on audio (16, 60, 20, 80)
-with M = 3 at the reference code's sizes (spec 3.2: Bi-GRU 128, 256-slot banks, one sigma per
+The authors' timing (docs/decisions.md#reference-timings) is a training step on audio (16, 60, 20, 80)
+with M = 3 at the reference code's sizes (docs/decisions.md#mdn-architecture: Bi-GRU 128, 256-slot banks, one sigma per
 component, the reference loss): 1.46 s, 1,528,215 parameters. The same step is timed here at those
-sizes, then at the `full` preset's (decision D1: the SFE's speech sizes, separate sigma groups,
+sizes, then at the `full` preset's (docs/decisions.md#d1-mdn-speech-branch: the SFE's speech sizes, separate sigma groups,
 reference-pose conditioning). Inference is the forward pass, the highest-weight component, the
 de-alignment and the Savitzky-Golay smoothing, for one clip and for 16.
 """
@@ -22,7 +22,7 @@ from macl_jax.train.loop import create_state
 AUTHORS_STEP_S = 1.46  # batch 16, T = 60, M = 3, torch CPU 2 threads
 AUTHORS_PARAMS = 1_528_215  # includes a BatchNorm(64) the reference defines and never uses (128)
 BATCH, FRAMES = 16, 60
-# Spec 3.2: the reference code's MDN sizes and loss.
+# The reference code's MDN sizes and loss (docs/decisions.md#mdn-architecture).
 REFERENCE_SIZES = [
     "model.gru_hidden=128", "model.slots=256", "model.sigma=shared", "model.reference_pose=False", "model.head_dropout=0.8",
     "loss.code_faithful=True",
@@ -58,7 +58,7 @@ def run(repeats: int = 7, warmup: int = 2) -> list[Row]:
     rows: list[Row] = []
     peak = matmul_peak_gflops()
     rows.append(Row("f32 matmul 2048^3 (device compute ceiling)", peak, "GFLOP/s", notes="baseline for the ratios below"))
-    for label, overrides in (("reference sizes", REFERENCE_SIZES), ("full preset (D1)", [])):
+    for label, overrides in (("reference sizes", REFERENCE_SIZES), ("full preset (SFE-sized speech)", [])):
         task = mdn.build_task(_config(overrides))
         seconds, flops, state = time_train_step(task, _batch(BATCH), warmup=warmup, repeats=repeats)
         params = _count(state)

@@ -1,6 +1,6 @@
 """The ResUnet renderer at the reference sizes (full preset, 256 px): inference and training step.
 
-Compared with the authors' PyTorch CPU timings (benchmarks/perf_anchors: inference 0.345 s per
+Compared with the authors' PyTorch CPU timings (docs/decisions.md#reference-timings: inference 0.345 s per
 frame at batch 1, training step 2.27 s at batch 2, L1 only) and with the device's matmul ceiling.
 """
 

@@ -1,6 +1,6 @@
 """MACL stage 1 (SFE) at the `full` preset's shapes: training step and audio-branch inference.
 
-Shapes are those of the authors' timings in ../shared/specs/perf_anchors.md: a training step on
+Shapes are those of the authors' timings (docs/decisions.md#reference-timings): a training step on
 frames (B=2, S=5, 5 frames, 256x256) with audio (2, 5, 20, 80), and the audio branch (encoder,
 Bi-GRU, addressing heads, banks) on (10, 20, 20, 80). The step includes the fused per-frame
 augmentation. On a GPU/TPU the step runs in bfloat16 and MFU is reported against the device's
@@ -19,7 +19,7 @@ from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_t
 from macl_jax.config import freeze, load_config
 from macl_jax.train import sfe
 
-AUTHORS_STEP_S = 5.08  # perf_anchors.md: SFE training step at 256 px, torch CPU, 2 threads
+AUTHORS_STEP_S = 5.08  # docs/decisions.md#reference-timings: SFE training step at 256 px, torch CPU, 2 threads
 AUTHORS_AUDIO_S = 0.059  # audio branch forward, (10, 20, 20, 80)
 # Dense bf16 peak of accelerators the suite may meet (vendor figures, TFLOP/s).
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5": 197.0}

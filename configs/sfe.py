@@ -6,7 +6,8 @@ Presets:
          model with a narrow visual branch, S = 20, batch 8, 3200 steps of Adam 1e-3 with the LR
          dropped x0.1 after 12 epochs, dropout 0.1 and no augmentation (see the preset). Memory
          ablations (paper Table 3): --config.model.memory=cs|w|wo.
-  full   The reference sizes (spec section 2 and 8.1): 256 px frames, Bi-GRU 512, 512-slot banks,
+  full   The reference sizes (MACL paper Sec. 2.1; docs/decisions.md#sfe-architecture and
+         docs/decisions.md#parameter-counts): 256 px frames, Bi-GRU 512, 512-slot banks,
          batch 10 per accelerator, Adam 1e-4 with L2 1e-4, LR x0.1 after 5 epochs. Point
          config.data at a prepared VoxCeleb2 (dataset="tfds") or SynthTalk at 256 px.
 
@@ -84,18 +85,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "enabled": preset.get("augment", True),
             "grey_p": 0.25,
             "jitter": True,
-            # The reference augments its validation set too (B12); default: deterministic validation.
+            # The reference augments its validation set too; default: deterministic validation
+            # (docs/decisions.md#validation-augmentation).
             "on_validation": False,
         }
     )
     config.optim = ml_collections.ConfigDict(
         {
             "weight_decay": 1e-4,
-            # "masked": no decay on biases, norms, memory slots and loss scales (decision D6);
+            # "masked": no decay on biases, norms, memory slots and loss scales (docs/decisions.md#d6-weight-decay);
             # "reference": coupled L2 on every parameter, as the reference code.
             "weight_decay_mask": "masked",
             # Multiply the LR by `lr_drop_factor` after `lr_drop_epochs` epochs (0: never). The
-            # reference's second milestone never takes effect (B13), so one drop reproduces it.
+            # reference's second milestone never takes effect, so one drop reproduces it
+            # (docs/decisions.md#sfe-lr-schedule).
             "lr_drop_epochs": preset["lr_drop_epochs"],
             "lr_drop_factor": 0.1,
             "grad_clip_norm": 0.0,

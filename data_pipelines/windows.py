@@ -124,7 +124,8 @@ class SFEWindows:
 class MDNClips:
     """A `clip_frames`-frame clip giving T = clip_frames - 4 per-frame targets (MACL: 64 -> 60).
 
-    Landmarks follow decision D7: Savitzky-Golay (7, 3) over the whole clip, a clip-constant scale
+    Landmarks follow docs/decisions.md#d7-landmark-preprocessing: Savitzky-Golay (7, 3) over the
+    whole clip, a clip-constant scale
     and offset, then per-frame 2-D rigid alignment of the 9 T-shape points to the anchor. The
     reference is the aligned frame with the smallest inner-lip area (a closed mouth).
     """
@@ -167,10 +168,10 @@ class MDNClips:
 
 @dataclasses.dataclass(frozen=True)
 class RendererPairs:
-    """A target frame and a reference frame of the same clip (decision D11), plus the target's raster.
+    """A target frame and a reference frame of the same clip (docs/decisions.md#d11-renderer-pairs), plus the target's raster.
 
     The reference is drawn at least `min_gap` frames from the target, so the renderer cannot copy
-    it (MakeItTalk's random pairs could be near-identical, R5). Evaluation pairs frame 0 with the
+    it (MakeItTalk's random pairs could be near-identical). Evaluation pairs frame 0 with the
     middle frame.
     """
 

@@ -125,7 +125,7 @@ class ProcessedClip:
     valid: np.ndarray  # bool (T,), False where the landmarks were interpolated
     crop_box: tuple[float, float, float]  # (x0, y0, side) in source pixels (pixel-edge coordinates)
     start_frame: int  # first kept frame of the 25 fps source
-    aligned: np.ndarray  # float32 (T, 68, 2), normalised and T-shape aligned (MACL D7)
+    aligned: np.ndarray  # float32 (T, 68, 2), normalised and T-shape aligned (docs/decisions.md#d7-landmark-preprocessing)
     angle: np.ndarray  # float32 (T,), radians, in-plane angle of the alignment
     translation: np.ndarray  # float32 (T, 2)
     scale: float  # clip eye-corner distance in crop pixels

@@ -68,7 +68,7 @@ MIRROR = np.array(
 
 # The image-right half (x >= 0) and midline of the mean face, in an "eye frame": origin midway
 # between the outer eye corners, same axes and units as the face-local frame. The nose and eye
-# points reproduce the 9-point anchor (MakeItTalk, spec Appendix A, symmetrised); the rest follows
+# points reproduce the 9-point anchor (MakeItTalk, docs/decisions.md#tshape-anchor, symmetrised); the rest follows
 # average iBUG proportions (chin 1.3 below the eye line, jaw 1.68 wide, mouth 0.65 wide) with
 # depths of an average adult head.
 _HALF = {

@@ -112,7 +112,8 @@ def dealign_2d(aligned: Any, angle: Any, translation: Any) -> Any:
 
 
 def normalise_scale(landmarks: Any) -> tuple[Any, Any, Any]:
-    """Clip-level normalisation (MACL D7 step 5): returns (normalised, scale, offset).
+    """Clip-level normalisation (docs/decisions.md#d7-landmark-preprocessing, scale and offset step):
+    returns (normalised, scale, offset).
 
     landmarks: a clip (..., T, 68, C) in pixels (C = 2 or 3; time on axis -3).
     scale  (...,)   = mean over the T frames of |p36 - p45| (Euclidean, all C coordinates).

@@ -1,7 +1,8 @@
 """Landmark and head motion from speech of any length: a trained MDN run over overlapping chunks.
 
 The reference face (the input photo's landmarks) is prepared as the training clips' reference
-frames are (decision D7: scale by the eye-corner distance, centre, rigid alignment to the anchor),
+frames are (docs/decisions.md#d7-landmark-preprocessing: scale by the eye-corner distance, centre,
+rigid alignment to the anchor),
 and its pose is the anchor of the predicted relative pose. Speech is cut into chunks of
 `chunk_frames` frames that overlap by `overlap` frames; the Bi-GRU sees each whole chunk, and
 the overlapping predictions are cross-faded linearly, so memory and compile shapes do not depend

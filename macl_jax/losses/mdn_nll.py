@@ -1,4 +1,5 @@
-"""Mixture-density losses and inference helpers of the MACL landmark MDN (paper sec. 2.2, spec 3.3-3.4).
+"""Mixture-density losses and inference helpers of the MACL landmark MDN (MACL paper Sec. 2.2;
+docs/decisions.md#mdn-reference-likelihood).
 
 Per frame the MDN predicts M Gaussian components over a target y (..., D):
 
@@ -7,13 +8,14 @@ Per frame the MDN predicts M Gaussian components over a target y (..., D):
 * direct-regression variant f_a: D = 136 landmark coords only, `GROUPS_A`.
 
 Model outputs: means mu (..., M, D), mixing logits (..., M) and sigmas made positive by
-`sigma_from_raw`. Two likelihoods (decision D3):
+`sigma_from_raw`. Two likelihoods (docs/decisions.md#d3-mdn-likelihood):
 
 * `mixture_nll`: the exact -log sum_m alpha_m N(y; mu_m, Sigma_m), with either one sigma per component
   and per group (isotropic within the landmarks, the angle and the offset, which have different
   units) or one sigma per dim (diagonal). The normaliser depends on D, so sigma^2 is estimated per
   dim.
-* `code_faithful_nll`: the reference's formula (spec 3.4): one sigma for all D dims, a normaliser
+* `code_faithful_nll`: the reference's formula (docs/decisions.md#mdn-reference-likelihood): one
+  sigma for all D dims, a normaliser
   -log sigma - log 2 pi that does not grow with D (sigma ends up sqrt(D) too large) and a clamped,
   unrenormalised softmax.
 
@@ -39,7 +41,7 @@ COVARIANCES = ("isotropic", "diagonal")
 GROUPS_TT: Groups = (("landmarks", 0, 136), ("angle", 136, 137), ("offset", 137, 139))
 GROUPS_A: Groups = (("landmarks", 0, 136),)
 
-# The reference's clamps (spec 3.3).
+# The reference's clamps (docs/decisions.md#mdn-reference-likelihood).
 SIGMA_MIN = 1e-4
 SIGMA_MAX = 1e5
 ALPHA_MIN = 1e-4
@@ -246,7 +248,8 @@ def clamped_alpha(logits: jax.Array) -> jax.Array:
 
 
 def code_faithful_nll_per_frame(mu: jax.Array, logits: jax.Array, sigma_raw: jax.Array, y: jax.Array) -> jax.Array:
-    """Spec 3.4 per frame: -LSE_m[log alpha_m - log sigma_m - log 2 pi - ||y - mu_m||^2 / (2 sigma_m^2)].
+    """The reference loss per frame (docs/decisions.md#mdn-reference-likelihood):
+    -LSE_m[log alpha_m - log sigma_m - log 2 pi - ||y - mu_m||^2 / (2 sigma_m^2)].
 
     sigma_raw (..., M) (or (..., M, 1)) is the raw sigma-head output; sigma = clamp(ELU(s) + 1, 1e-4,
     1e5) is shared by all D dims. Operations follow the reference's order in float32
@@ -278,7 +281,7 @@ def code_faithful_nll_per_frame(mu: jax.Array, logits: jax.Array, sigma_raw: jax
 def code_faithful_nll(
     mu: jax.Array, logits: jax.Array, sigma_raw: jax.Array, y: jax.Array, *, weights: jax.Array | None = None
 ) -> jax.Array:
-    """The reference's L_nll (spec 3.4): mean over frames of `code_faithful_nll_per_frame`."""
+    """The reference's L_nll (docs/decisions.md#mdn-reference-likelihood): mean over frames of `code_faithful_nll_per_frame`."""
     return _weighted_mean("code_faithful_nll", code_faithful_nll_per_frame(mu, logits, sigma_raw, y), weights)
 
 
@@ -316,8 +319,9 @@ def lip_weights(target: jax.Array) -> jax.Array:
 def lip_weighted_l1(pred: jax.Array, target: jax.Array, *, weights: jax.Array | None = None) -> jax.Array:
     """Mean |pred - target| over aligned landmark coords (..., 136), mouth dims weighted by `lip_weights`.
 
-    The reference computes this weight inside its NLL and never applies it (spec 3.4); here it is an
-    optional auxiliary term (decision D4), e.g. on `best_component(...)[..., :136]`. A narrow lip gap
+    The reference computes this weight inside its NLL and never applies it
+    (docs/decisions.md#mdn-reference-likelihood); here it is an
+    optional auxiliary term (docs/decisions.md#d4-lip-l1), e.g. on `best_component(...)[..., :136]`. A narrow lip gap
     gets a large weight (up to 50), so closed mouths are fitted tightly.
     """
     pred = jnp.asarray(pred, jnp.float32)
@@ -350,7 +354,7 @@ def parameter_l2(tree: Any) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1.0)), 0.0)
 
 
-# ----------------------------------------------------------------------------- inference (decision D9)
+# ----------------------------------------------------------------------------- inference (docs/decisions.md#d9-inference-modes)
 
 
 def _take_component(x: jax.Array, index: jax.Array) -> jax.Array:

@@ -56,7 +56,7 @@ def perceptual_l1(
 def gram_matrix(features: jax.Array) -> jax.Array:
     """Per-sample Gram matrix F^T F / (C H W): (B, H, W, C) -> (B, C, C), float32.
 
-    Per sample (spec R3), not the reference's batch-mixed (N C, H W) Gram.
+    Per sample (docs/decisions.md#perceptual-loss), not the reference's batch-mixed (N C, H W) Gram.
     """
     b, h, w, c = features.shape
     f = features.astype(jnp.float32).reshape(b, h * w, c)

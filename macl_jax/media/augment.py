@@ -1,6 +1,6 @@
 """Per-frame image augmentation inside the jitted step (the SFE's RandomGray + ColorJitter).
 
-The reference draws both augmentations independently for every frame (spec 2.1, B18), on the
+The reference draws both augmentations independently for every frame (docs/decisions.md#per-frame-augmentation), on the
 host, with torchvision. Here they are vectorised over all frames of the global batch and fused
 into the training step, so the input pipeline ships uint8 frames and never touches floats.
 

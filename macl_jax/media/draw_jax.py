@@ -1,4 +1,4 @@
-"""The 68-point landmark raster of spec 5.3 in JAX: jit-able, batched over frames, any size.
+"""The 68-point landmark raster (docs/decisions.md#landmark-raster) in JAX: jit-able, batched over frames, any size.
 
 Same image as the numpy `macl_jax.media.draw.landmark_raster` (pixel-identical to OpenCV's
 thickness-2 `cv2.line`), built from the same three parts per segment: the two 5-pixel end caps,

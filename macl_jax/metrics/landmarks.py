@@ -1,4 +1,4 @@
-"""Landmark (LMD family, LVD) and head-pose (rotation distance) metrics, decision D10.
+"""Landmark (LMD family, LVD) and head-pose (rotation distance) metrics (docs/decisions.md#d10-landmark-metrics).
 
 Every function takes numpy or jax arrays (jit-traceable on jax input; string options must then be
 static) with any leading batch axes in front of the time axis T. numpy input is computed in float64
@@ -13,7 +13,7 @@ Values are per clip, shape (...); a benchmark number is the mean over clips with
 (EAT averages over the videos that produced at least one frame).
 
 Landmarks are iBUG-68 points (0-based) in pixels of the evaluation crop: 256 x 256 aligned crops in
-the EAT protocol and for this project (specs/metrics_datasets_users.md §1.2, specs/macl.md §6).
+the EAT protocol and for this project (docs/decisions.md#d10-landmark-metrics).
 These are metrics, not losses: the gradient of a Euclidean distance is undefined where it is 0.
 """
 
@@ -141,7 +141,7 @@ def per_point_error(pred: Any, target: Any) -> Any:
     """Raw Euclidean distance per frame and point, (..., T, 68, 2) -> (..., T, 68).
 
     No centring, alignment or averaging (for per-point plots and error maps); same units as the
-    input (pixels of the crop). MACL's own validation LMD (`compare_landmarks`, specs/macl.md §6) is
+    input (pixels of the crop). MACL's own validation LMD (`compare_landmarks` in the reference code) is
     `per_point_error(pred, gt)[..., MOUTH].mean((-2, -1))` on de-aligned, un-centred coordinates.
     """
     xp, p, q, _, out = _prepare(pred, target, None, "per_point_error", _LMK_TAIL, _LMK_SHAPE)
@@ -251,7 +251,7 @@ def angle_distance_2d(pred_angle: Any, target_angle: Any, valid: Any = None) -> 
     Mean over valid frames of |pred - target| with the difference wrapped to [-180, 180) degrees,
     so 359 deg vs 1 deg counts 2 deg. Meant for MACL's 2-D pose path: theta = atan2(R10, R00) from
     `geometry.procrustes.align_2d` of the 9 T-shape points onto the anchor, applied identically to
-    predicted and ground-truth landmarks (specs/macl.md §6). NaN for a clip with no valid frame.
+    predicted and ground-truth landmarks (docs/decisions.md#d10-landmark-metrics). NaN for a clip with no valid frame.
     """
     fn = "angle_distance_2d"
     xp, p, q, mask, out = _prepare(pred_angle, target_angle, valid, fn, (), "(..., T)")

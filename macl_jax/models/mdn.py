@@ -1,7 +1,7 @@
-"""The MACL landmark mixture-density network (spec macl.md section 3, paper section 2.2).
+"""The MACL landmark mixture-density network (MACL paper Sec. 2.2; docs/decisions.md#mdn-architecture).
 
 audio windows (B, T, 20, 80) -> the SFE's speech branch (WavEncoder, Bi-GRU, content and
-identity memory read-outs; decision D1: the SFE's sizes, so an SFE checkpoint initialises it)
+identity memory read-outs; docs/decisions.md#d1-mdn-speech-branch: the SFE's sizes, so an SFE checkpoint initialises it)
 -> batch norm of each read-out -> concat [identity, content, Linear(reference landmarks)
 (+ Linear(BN(reference pose)) with `reference_pose`)] -> ReLU -> Linear -> three heads per frame: M component means, M (groups of) sigmas and M
 mixing logits.
@@ -35,7 +35,7 @@ POSE_DIMS = 3  # in-plane angle, offset x, offset y
 REGRESSIONS = ("tt", "a")
 
 # Column groups of one component's output (name, start, stop): each group has its own sigma in
-# the isotropic likelihood, because landmarks, radians and offsets have different scales (D3).
+# the isotropic likelihood, because landmarks, radians and offsets have different scales (docs/decisions.md#d3-mdn-likelihood).
 GROUPS = {"tt": GROUPS_TT, "a": GROUPS_A}
 
 
@@ -46,7 +46,7 @@ def output_dims(regression: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class MDNSizes:
-    """Widths of the MDN. The speech fields mirror `SFESizes` (decision D1)."""
+    """Widths of the MDN. The speech fields mirror `SFESizes` (docs/decisions.md#d1-mdn-speech-branch)."""
 
     encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     gru_hidden: int = 512
@@ -96,7 +96,7 @@ class MDNSizes:
 
 
 def _linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    # Spec 3.2: the MixNet's Linear layers are Kaiming-normal (fan-out) with zero biases.
+    # The reference MixNet's Linear layers are Kaiming-normal (fan-out) with zero biases.
     return nnx.Linear(fan_in, fan_out, kernel_init=kaiming_normal_fan_out, bias_init=jax.nn.initializers.zeros, rngs=rngs)
 
 

@@ -1,4 +1,5 @@
-"""The MACL Speech Feature Extractor (spec §2, paper §2.1): a speech branch and a visual branch.
+"""The MACL Speech Feature Extractor (MACL paper Sec. 2.1; docs/decisions.md#sfe-architecture): a
+speech branch and a visual branch.
 
 The losses (sync: per-clip S x S cosine logits between video and audio content; identity: B x B
 between one visual identity step and the time-mean audio identity) live in macl_jax/losses; this
@@ -37,7 +38,7 @@ class SFESizes:
 
     @classmethod
     def full(cls) -> "SFESizes":
-        """Reference sizes (spec §2.2-2.6): 18,850,160 trainable parameters with memory "cs"."""
+        """Reference sizes (docs/decisions.md#parameter-counts): 18,850,160 trainable parameters with memory "cs"."""
         return cls()
 
     @classmethod

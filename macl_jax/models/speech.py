@@ -1,4 +1,5 @@
-"""The speech branch shared by the SFE and the MDN (spec §2.4-2.6, decision D1).
+"""The speech branch shared by the SFE and the MDN (docs/decisions.md#sfe-architecture,
+docs/decisions.md#d1-mdn-speech-branch).
 
 audio windows (B, S, 20, 80) -> WavEncoder per step -> (B, S, F) -> Bi-GRU -> (B, S, 2H)
 -> two addressing heads -> softmax over k slots -> read-outs of the content / identity banks.
@@ -128,7 +129,8 @@ class _ConvUnit(nnx.Module):
 
 
 class WavEncoder(nnx.Module):
-    """The 9 conv units of spec §2.4: a (20, 80) mel window -> one `channels[-1]`-d vector."""
+    """The 9 conv units of the reference `WavEncoder` (docs/decisions.md#sfe-architecture): a (20, 80)
+    mel window -> one `channels[-1]`-d vector."""
 
     def __init__(
         self,
@@ -171,7 +173,7 @@ class WavEncoder(nnx.Module):
             windows = windows[..., None]
         if windows.ndim != 4 or windows.shape[1:] != (*MEL_WINDOW, 1):
             raise ValueError(
-                f"WavEncoder expects mel windows of shape (N, 20, 80) or (N, 20, 80, 1) (spec §1.1), "
+                f"WavEncoder expects mel windows of shape (N, 20, 80) or (N, 20, 80, 1) (docs/decisions.md#audio-features), "
                 f"got {windows.shape}"
             )
         x = windows.astype(self.dtype)
@@ -338,7 +340,7 @@ class MemoryBank(nnx.Module):
 
 
 class SpeechBranch(nnx.Module):
-    """WavEncoder -> BiGRU -> content and identity features (spec §2.4-2.6, paper Table 3 variants).
+    """WavEncoder -> BiGRU -> content and identity features (docs/decisions.md#sfe-architecture, MACL paper Table 3 variants).
 
     memory="cs": separate content and identity banks (the paper's model); "w": ONE bank read by two
     addressing heads; "wo": no memory, the features are MLP projections of the GRU output with the

@@ -53,7 +53,7 @@ class VGGFeatures(nnx.Module):
     """Frozen VGG conv stack: `__call__(images, layers)` -> {layer name: NHWC features}.
 
     `images` are float RGB, NHWC, in [0, 1]; the ImageNet mean/std normalisation happens inside
-    (spec R3: the reference fed un-normalised BGR). Convolutions run in `dtype` with float32
+    (docs/decisions.md#perceptual-loss: the reference fed un-normalised BGR). Convolutions run in `dtype` with float32
     weights cast on the fly; the normalisation runs in float32.
     """
 

@@ -1,4 +1,4 @@
-"""The SFE's visual side: the "resnet18_2d3d" backbone (spec §2.2) and the visual heads (§2.3).
+"""The SFE's visual side: the "resnet18_2d3d" backbone and the visual heads (docs/decisions.md#sfe-architecture).
 
 Layout NDHWC: frames (B', T, H, W, 3). Convolutions run in `dtype`, batch norm in float32.
 """
@@ -146,7 +146,7 @@ class BasicBlock(nnx.Module):
 
 
 class ResNet2d3d(nnx.Module):
-    """3-D ResNet-18 "resnet18_2d3d": stem, max-pool, 2d layers 1-2, 3d layers 3-4 (spec §2.2).
+    """3-D ResNet-18 "resnet18_2d3d": stem, max-pool, 2d layers 1-2, 3d layers 3-4 (docs/decisions.md#sfe-architecture).
 
     (B', 5, 256, 256, 3) -> (B', 2, 8, 8, widths[-1]).
     """
@@ -214,7 +214,7 @@ class ResNet2d3d(nnx.Module):
 
 
 class VisualHead(nnx.Module):
-    """A visual feature head (spec §2.3): (B', T', H', W', C) -> (B', out_features) float32.
+    """A visual feature head (docs/decisions.md#sfe-architecture): (B', T', H', W', C) -> (B', out_features) float32.
 
     pooling="reference": conv 1x3x3 s(1,2,2) -> BN -> ReLU -> Dropout -> conv 1x4x4 VALID -> mean over T;
     defined only for 193-256 px frames (a 7x7 or 8x8 backbone map). pooling="global": the same first

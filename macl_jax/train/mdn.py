@@ -1,15 +1,15 @@
 """The `mdn` stage: mixture-density landmark and head-pose regression (MACL stage 2).
 
 One example is a 64-frame clip with T = 60 targets (`data_pipelines.windows.MDNClips`): mel
-windows, the D7-aligned landmarks with their in-plane angle and offset, and the closed-mouth
-reference frame. The speech branch may start from an SFE checkpoint (`init.sfe_checkpoint`,
-decision D1) and is then fine-tuned at `init.speech_lr_factor` x the learning rate.
+windows, the aligned landmarks (docs/decisions.md#d7-landmark-preprocessing) with their in-plane
+angle and offset, and the closed-mouth reference frame. The speech branch may start from an SFE checkpoint (`init.sfe_checkpoint`,
+docs/decisions.md#d1-mdn-speech-branch) and is then fine-tuned at `init.speech_lr_factor` x the learning rate.
 
-Loss (decision D3): the exact mixture NLL, one sigma per component and output group (landmarks
+Loss (docs/decisions.md#d3-mdn-likelihood): the exact mixture NLL, one sigma per component and output group (landmarks
 | angle | offset) or per column, plus the reference's regularisers (Dirichlet prior on the mixing
 weights, plain L2 norms of the sigma and mixing heads) and an optional lip-weighted L1 on the
-highest-weight component (D4). `loss.code_faithful` trains with the reference code's loss (spec
-3.4) instead; it needs `model.sigma = "shared"`.
+highest-weight component (docs/decisions.md#d4-lip-l1). `loss.code_faithful` trains with the reference code's loss
+(docs/decisions.md#mdn-reference-likelihood) instead; it needs `model.sigma = "shared"`.
 
 Held-out evaluation (`test`: speakers never seen in training; `validation`: seen speakers, used
 for best-checkpoint selection by mouth distance as in the reference): M-LMD, F-LMD, mouth
@@ -51,7 +51,7 @@ from macl_jax.train.state import SupervisedTask, TrainState
 RNG_STREAMS = ("dropout",)
 FIELDS = ("audio", "landmarks", "aligned", "angle", "translation", "reference", "reference_index", "scale", "offset")
 INFERENCE_MODES = ("max_alpha", "mean", "sample")
-# Metrics are reported in pixels of a crop of this size (spec metrics 1.2: 256 x 256).
+# Metrics are reported in pixels of a crop of this size (docs/decisions.md#d10-landmark-metrics: 256 x 256).
 METRIC_CROP_PX = 256
 
 
@@ -139,7 +139,7 @@ def _fill(pure: Any, loaded: Any, where: str, source: str) -> Any:
         if missing:
             raise MDNInitError(
                 f"{source}: the SFE checkpoint has no {', '.join(f'{where}/{m}' for m in missing)}; the SFE and the MDN "
-                "must use the same speech sizes and memory variant (decision D1: set config.model like the SFE's)"
+                "must use the same speech sizes and memory variant (docs/decisions.md#d1-mdn-speech-branch: set config.model like the SFE's)"
             )
         return {k: _fill(v, loaded[str(k)], f"{where}/{k}", source) for k, v in pure.items()}
     value = loaded["value"] if isinstance(loaded, dict) and "value" in loaded else loaded
@@ -193,7 +193,7 @@ def reference_pose_input(batch: dict, sizes: MDNSizes) -> jax.Array | None:
 def target(batch: dict, regression: str, relative_pose: bool = True) -> jax.Array:
     """(B, T, D) regression target in normalised units: [aligned | angle | offset] (f_tt) or the
     scale-normalised landmarks (f_a). With `relative_pose` the angle and offset are relative to
-    the reference frame's (decision D8: the pose is anchored on the reference face)."""
+    the reference frame's (docs/decisions.md#d8-relative-pose: the pose is anchored on the reference face)."""
     B, T = batch["aligned"].shape[:2]
     if regression == "tt":
         angle, offset = batch["angle"], batch["translation"]
@@ -220,7 +220,8 @@ def to_normalised_landmarks(vec: jax.Array, regression: str, batch: dict | None 
 
 
 def to_pixels(normalised: jax.Array, batch: dict) -> jax.Array:
-    """(B, T, [M,] 68, 2) normalised -> pixels of the stored frames (the clip's scale and offset, D8)."""
+    """(B, T, [M,] 68, 2) normalised -> pixels of the stored frames (the clip's scale and offset,
+    docs/decisions.md#d8-relative-pose)."""
     extra = normalised.ndim - 4
     scale = batch["scale"].reshape(-1, *([1] * extra))
     offset = batch["offset"].reshape(-1, *([1] * extra), 2)
@@ -259,7 +260,8 @@ def sigmas(out: dict, config: Any) -> tuple[jax.Array, str, tuple]:
 
 
 def select(out: dict, config: Any, mode: str, key: jax.Array | None = None) -> jax.Array:
-    """One output vector per frame (B, T, D): the highest-weight component, the mixture mean or a draw (D9)."""
+    """One output vector per frame (B, T, D): the highest-weight component, the mixture mean or a
+    draw (docs/decisions.md#d9-inference-modes)."""
     if mode == "max_alpha":
         return mdn_nll.best_component(out["mu"], out["logits"])
     if mode == "mean":
@@ -372,7 +374,7 @@ class LandmarkEval:
     clip; "mean_mouth" adds the training set's mean displacement from the closed-mouth reference
     (aligned space) to the reference, i.e. an average, speech-independent mouth opening. Pose for
     RD comes from the same 2-D Procrustes fit of the 9 T-points on prediction (the smoothed output)
-    and ground truth (D10).
+    and ground truth (docs/decisions.md#d10-landmark-metrics).
     `*_mixture_mean` scores the mixture mean instead of the chosen track (inference mode "mean").
     """
 

@@ -1,7 +1,7 @@
 """Optimizers shared by the MACL stages: Adam with coupled L2, as PyTorch's Adam(weight_decay=...).
 
 `optax.add_decayed_weights` before `scale_by_adam` adds wd * param to the gradient, which is what
-torch.optim.Adam's `weight_decay` does (decision D6); the mask says which parameters it touches.
+torch.optim.Adam's `weight_decay` does (docs/decisions.md#d6-weight-decay); the mask says which parameters it touches.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The `renderer` stage: the landmark-to-image ResUnet (spec macl.md 5), optionally with a PatchGAN.
+"""The `renderer` stage: the landmark-to-image ResUnet (docs/decisions.md#renderer-architecture), optionally with a PatchGAN.
 
 Examples are (target, reference, 68-point raster of the target) from one clip
-(`data_pipelines.windows.RendererPairs`), uint8 RGB, mapped to [-1, 1] on device (R2). The
+(`data_pipelines.windows.RendererPairs`), uint8 RGB, mapped to [-1, 1] on device (docs/decisions.md#renderer-value-range). The
 generator sees concat(raster, reference) and predicts the target. Loss:
 
     l1 * L1 + perceptual * VGG-L1 + style * Gram-MSE [+ gan * G-adversarial + feature_matching * FM]

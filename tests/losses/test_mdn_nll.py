@@ -1,4 +1,4 @@
-"""MDN losses against scipy / numpy references, closed forms and the spec 3.4 formula."""
+"""MDN losses against scipy / numpy references, closed forms and the reference formula (docs/decisions.md#mdn-reference-likelihood)."""
 
 import functools
 import math
@@ -128,7 +128,7 @@ def test_per_group_mle_sigma_for_the_pose_layout():
 
 
 def _np_code_faithful(mu, logits, sigma_raw, y):
-    """Literal float32 numpy transcription of the reference's mdn_loss_dense (spec 3.4)."""
+    """Literal float32 numpy transcription of the reference's mdn_loss_dense (docs/decisions.md#mdn-reference-likelihood)."""
     f32 = np.float32
     mu, logits, sigma_raw, y = (np.asarray(a, f32) for a in (mu, logits, sigma_raw, y))
     ex = np.exp(logits - logits.max(-1, keepdims=True))

@@ -32,7 +32,8 @@ def librosa_log_mel(x: np.ndarray) -> np.ndarray:
 
 
 def loop_windows(mel: np.ndarray, centre: int, before: int, rows: int) -> np.ndarray:
-    """The spec read literally: slice, left-pad with row 0, right-pad with the last row."""
+    """The reference window rule read literally (docs/decisions.md#audio-features): slice, left-pad
+    with row 0, right-pad with the last row."""
     start = 4 * centre - before
     out = list(mel[max(start, 0) : start + rows])
     out = [mel[0]] * max(-start, 0) + out

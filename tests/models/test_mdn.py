@@ -7,7 +7,8 @@ from flax import nnx
 from macl_jax.models.mdn import LandmarkMDN, MDNSizes
 from macl_jax.models.sfe import SFESizes
 
-# Spec macl.md 8.1 with decision D1: WavEncoder 786,480 + Bi-GRU(512) 2,365,440 + two addressing
+# docs/decisions.md#parameter-counts with docs/decisions.md#d1-mdn-speech-branch:
+# WavEncoder 786,480 + Bi-GRU(512) 2,365,440 + two addressing
 # heads 394,496 + two 512x128 banks 131,072 + two final BN(128) 512, and the M = 3 MixNet of
 # 247,399 less its unused BatchNorm(64) (128 parameters).
 D1_TOTAL_SHARED_SIGMA = 786_480 + 2_365_440 + 394_496 + 131_072 + 512 + (247_399 - 128)

@@ -14,7 +14,7 @@ from macl_jax.train.state import split_model
 
 def test_full_generator_has_the_reference_parameter_count_per_level():
     model = nnx.eval_shape(lambda: ResUnetGenerator(6, 3, num_downs=6, ngf=64, rngs=nnx.Rngs(0)))
-    assert count_params(model) == 69_860_736  # spec 8.1
+    assert count_params(model) == 69_860_736  # docs/decisions.md#parameter-counts
     per_level, level = [], model.net
     while level is not None:
         inner = count_params(level.inner) if level.inner is not None else 0

@@ -1,4 +1,4 @@
-"""The assembled SFE: spec §8.1 parameter counts, memory variants, dtypes and a jitted tiny forward."""
+"""The assembled SFE: parameter counts (docs/decisions.md#parameter-counts), memory variants, dtypes and a jitted tiny forward."""
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ def test_full_preset_counts_match_spec_8_1():
         "visual_heads": n_params(sfe.video_content_head) + n_params(sfe.video_identity_head),
         "total": n_params(sfe),
     }
-    spec = {  # spec §8.1; the 4 LossScale scalars belong to the loss module
+    spec = {  # docs/decisions.md#parameter-counts; the 4 LossScale scalars belong to the loss module
         "wav_encoder": 786_480,
         "bigru": 2_365_440,
         "addressing_heads": 394_496,

@@ -1,4 +1,4 @@
-"""The speech branch (spec §2.4-2.6): shapes, parameter counts, and numerics vs numpy."""
+"""The speech branch (docs/decisions.md#sfe-architecture): shapes, parameter counts, and numerics vs numpy."""
 
 import jax
 import jax.numpy as jnp

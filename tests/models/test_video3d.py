@@ -1,4 +1,4 @@
-"""The resnet18_2d3d backbone and the visual heads (spec §2.2-2.3) vs numpy and the spec tables."""
+"""The resnet18_2d3d backbone and the visual heads (docs/decisions.md#sfe-architecture) vs numpy and the reference layer shapes."""
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +61,7 @@ def randomise_batch_norms(module, seed):
 def test_full_backbone_shapes_follow_spec_table():
     net = abstract(lambda r: ResNet2d3d((64, 128, 256, 256), rngs=r))
     maps = shapes_of(net, lambda m, x: m.feature_maps(x, train=False), jax.ShapeDtypeStruct((1, 5, 256, 256, 3), jnp.float32))
-    expected = {  # spec §2.2 (C, T, H, W) written as (T, H, W, C)
+    expected = {  # reference layer shapes (C, T, H, W) written as (T, H, W, C)
         "stem": (5, 128, 128, 64),
         "pool": (5, 64, 64, 64),
         "layer1": (5, 64, 64, 64),

@@ -37,7 +37,8 @@ def tiny_clips(synthtalk_tiny_root):
 
 @pytest.mark.parametrize("regression,relative", [("tt", True), ("tt", False), ("a", True)])
 def test_decoding_the_target_gives_back_the_pixel_landmarks(tiny_clips, regression, relative):
-    """target -> (de-align, re-anchor on the reference pose) -> de-normalise inverts the D7 preprocessing."""
+    """target -> (de-align, re-anchor on the reference pose) -> de-normalise inverts the preprocessing
+    of docs/decisions.md#d7-landmark-preprocessing."""
     batch = {k: jnp.asarray(v) for k, v in tiny_clips[0].items()}
     y = mdn.target(batch, regression, relative)
     assert y.shape[-1] == (139 if regression == "tt" else 136)

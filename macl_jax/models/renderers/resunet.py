@@ -1,10 +1,10 @@
-"""MakeItTalk's image-to-image generator `ResUnetGenerator` (spec macl.md 5.1), NHWC.
+"""MakeItTalk's image-to-image generator `ResUnetGenerator` (docs/decisions.md#renderer-architecture), NHWC.
 
 A U-Net of `num_downs` levels. Level i (outer -> inner) goes down with a stride-2 3x3 conv
 (BatchNorm except at the outermost and innermost levels), ReLU and two residual blocks; comes back
 with nearest x2 upsampling, a 3x3 conv, BatchNorm, ReLU and two residual blocks; every level but
 the outermost returns concat(input, output) as the skip. The outermost up-conv has no norm and no
-activation; `__call__` applies the tanh the reference training script applied (R2: output in
+activation; `__call__` applies the tanh the reference training script applied (docs/decisions.md#renderer-value-range: output in
 [-1, 1]). All convs are bias-free (bias only pairs with InstanceNorm in the reference).
 
 `num_downs=6, ngf=64` at 256 px is the reference: 69,860,736 parameters, a 4x4x512 bottleneck.
@@ -162,5 +162,5 @@ class ResUnetGenerator(nnx.Module):
 
 
 def count_params(model: nnx.Module) -> int:
-    """Trainable parameters (BatchNorm running statistics excluded, as in the spec's counts)."""
+    """Trainable parameters (BatchNorm running statistics excluded, as in docs/decisions.md#parameter-counts)."""
     return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

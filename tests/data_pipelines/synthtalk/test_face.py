@@ -21,7 +21,7 @@ _PAIRS = (
 )
 _MIDLINE = [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
 
-# Spec Appendix A: the normalised 9-point anchor (x, y, z).
+# The normalised 9-point anchor (x, y, z) (docs/decisions.md#tshape-anchor).
 _ANCHOR = {
     27: (-0.0163, -0.1626, 0.1185),
     28: (-0.0163, -0.0285, 0.1931),
