@@ -58,8 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {
             **preset["speech"],
             "memory": "cs",
-            # "audio": the clip's mel windows; "zeros": a speech-blind control (the speech branch
-            # sees only zeros), which the learning tests' mean-mouth bar must beat.
+            # "audio": the clip's mel windows; "other_clip": a speech-blind control (the speech
+            # branch hears the next clip of the batch), which the learning tests' bar must beat.
             "speech_input": "audio",
             "speech_dropout": 0.0,
             "components": preset.get("components", 3),

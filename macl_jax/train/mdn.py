@@ -89,8 +89,8 @@ def check_config(config: Any) -> None:
         )
     if str(config.infer.mode) not in INFERENCE_MODES:
         raise ValueError(f"config.infer.mode={config.infer.mode!r}; choose one of {INFERENCE_MODES}")
-    if config.model.speech_input not in ("audio", "zeros"):
-        raise ValueError(f"config.model.speech_input={config.model.speech_input!r}; choose 'audio' or 'zeros'")
+    if config.model.speech_input not in ("audio", "other_clip"):
+        raise ValueError(f"config.model.speech_input={config.model.speech_input!r}; choose 'audio' or 'other_clip'")
 
 
 # ----------------------------------------------------------------------------- SFE initialisation
@@ -335,11 +335,12 @@ def build_task(config: Any, load_pretrained: bool = True) -> SupervisedTask:
 
 
 def speech_input(batch: dict, config: Any, dtype: Any) -> jax.Array:
-    """The mel windows the speech branch sees: the clip's, or all zeros for the speech-blind
-    control (`model.speech_input=zeros`), which can only learn what the reference face and the
-    training set's statistics tell."""
+    """The mel windows the speech branch sees: the clip's own, or, for the speech-blind control
+    (`model.speech_input=other_clip`), those of the next clip in the batch. The control sees real
+    speech with the statistics of the data but no relation to the face it predicts, so it can
+    learn only what the reference face and the training set tell (at best the mean mouth)."""
     audio = batch["audio"].astype(dtype)
-    return jnp.zeros_like(audio) if config.model.speech_input == "zeros" else audio
+    return jnp.roll(audio, 1, axis=0) if config.model.speech_input == "other_clip" else audio
 
 
 def predict(task: SupervisedTask, state: TrainState, batch: dict, config: Any, key: jax.Array | None = None) -> dict[str, jax.Array]:

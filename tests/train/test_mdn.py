@@ -172,3 +172,13 @@ def test_mdn_eval_equal_on_one_and_two_processes(eval_equal_on_one_and_two_proce
         "mdn", "configs/mdn.py:tiny", synthtalk_tiny_root, tmp_path, train_extra=("--config.eval.plot_clips=0",)
     )
     assert results["test"]["m_lmd_static"] > 0
+
+
+def test_the_speech_blind_control_hears_another_clip_of_the_batch():
+    audio = jnp.arange(4 * 3, dtype=jnp.float32).reshape(4, 3)
+    own = mdn.speech_input({"audio": audio}, _config(), jnp.float32)
+    other = mdn.speech_input({"audio": audio}, _config(**{"model.speech_input": "other_clip"}), jnp.float32)
+    np.testing.assert_array_equal(own, audio)
+    np.testing.assert_array_equal(other, audio[jnp.array([3, 0, 1, 2])])
+    with pytest.raises(ValueError, match="config.model.speech_input"):
+        mdn.check_config(_config(**{"model.speech_input": "silence"}))
