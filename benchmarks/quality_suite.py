@@ -18,7 +18,7 @@ RUNS_DIR = Path(os.environ.get("MACL_RUNS_DIR", "runs"))
 
 SFE_METRICS = [
     ("eval/test/sync_top1", 1 / 20, "chance (1/S)"),
-    ("eval/test/identity_top1", 1 / 16, "chance (1/16)"),
+    ("eval/test/identity_top1", "eval/test/identity_chance", "chance (1 / speakers per group)"),
     ("eval/test/eer", None, ""),
     ("eval/test/min_dcf_p01", None, ""),
 ]
