@@ -53,6 +53,14 @@ def mdn_tracks(mdn_dir: Path, indices: Sequence[int]) -> tuple[list[dict], np.nd
     return rows, np.asarray(pixels)
 
 
+def window_frames(clip: dict, row: dict, renderer: ModelRenderer) -> np.ndarray:
+    """The true frames of an MDN window (`row`) of `clip`, checked against the renderer's size."""
+    truth = decode_frames(clip["frames"], np.asarray(row["centres"]))
+    if truth.shape[1] != renderer.size:
+        raise ValueError(f"the renderer was trained on {renderer.size} px frames but the test clips are {truth.shape[1]} px")
+    return truth
+
+
 def write_demo_videos(config: Any, workdir: Path, clips: int, panel_px: int) -> list[str]:
     """One mp4 per held-out clip under `<workdir>/videos`; returns their paths."""
     if clips <= 0:
@@ -67,9 +75,7 @@ def write_demo_videos(config: Any, workdir: Path, clips: int, panel_px: int) -> 
     for i, (row, track) in enumerate(zip(rows, tracks)):
         clip = test[i]
         centres = np.asarray(row["centres"])
-        truth = decode_frames(clip["frames"], centres)
-        if truth.shape[1] != renderer.size:
-            raise ValueError(f"the renderer was trained on {renderer.size} px frames but the test clips are {truth.shape[1]} px")
+        truth = window_frames(clip, row, renderer)
         reference = truth[int(row["reference_index"])]
         generated = renderer.bind(reference)(track)
         # Drawn at the panel's resolution, not upscaled from the frame's.

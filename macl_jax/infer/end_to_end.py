@@ -12,8 +12,7 @@ rendered four ways and scored against the ground-truth frames with the same code
 | `e2e_copy_ref` | none | the reference frame itself |
 
 Each gets `_psnr`, `_ssim` (Gaussian convention), means over all frames, and `_lpips` (VGG16),
-the mean over every `LPIPS_FRAME_STRIDE`-th frame. The
-clips are `clips` held-out test clips spread evenly over the split (the split is stored speaker by
+the mean over every `LPIPS_FRAME_STRIDE`-th frame. The clips are `clips` held-out test clips spread evenly over the split (the split is stored speaker by
 speaker, so the first clips would all be one speaker's); every frame of the MDN's window is used
 except the reference frame, which the renderers are given.
 """
@@ -28,9 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import datasets
-from data_pipelines.windows import decode_frames
 from macl_jax.evals.image_quality import lpips_distance
-from macl_jax.infer.demo import mdn_tracks
+from macl_jax.infer.demo import mdn_tracks, window_frames
 from macl_jax.infer.render import ModelRenderer, WarpFrames
 from macl_jax.metrics.image import psnr, ssim
 
@@ -84,9 +82,7 @@ def end_to_end_images(workdir: str | Path, data_config: Any, clips: int, *, lpip
     lpips_fn = jax.jit(lpips_distance()) if lpips else None
     scores = {f"e2e_{s}_{r}": _Scores() for s in SOURCES for r in RENDERERS} | {"e2e_copy_ref": _Scores()}
     for index, row, predicted in zip(indices, rows, tracks):
-        truth = decode_frames(test[index]["frames"], np.asarray(row["centres"]))
-        if truth.shape[1] != renderer.size:
-            raise ValueError(f"the renderer in {workdir / 'renderer'} was trained on {renderer.size} px frames but the test clips are {truth.shape[1]} px")
+        truth = window_frames(test[index], row, renderer)
         ref = int(row["reference_index"])
         reference = truth[ref]
         # The reference frame is the renderers' input: it is not scored (copying it would be exact).
