@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from macl_jax.checkpoint.foreign import read_torch_tensors
 from macl_jax.models.vgg import FrozenWeight, _package_file
 
 FID_INPUT_SIZE = 299
@@ -97,11 +98,19 @@ def _chain(convs, x, precision):
     return x
 
 
-class InceptionA(nnx.Module):
-    def __init__(self, t: dict, p: str):
+class InceptionAC(nnx.Module):
+    """1x1 conv | tower | tower_1 | 3x3 average pool (padding excluded) -> 1x1 conv, concatenated.
+
+    `tower_depths` (convs per tower) (2, 3): pytorch-fid's FIDInceptionA (Mixed_5b-d); (3, 5): its
+    FIDInceptionC (Mixed_6b-e, factorised 1x7 / 7x1 convs). Kernel shapes come from the weights.
+    """
+
+    def __init__(self, t: dict, p: str, tower_depths: tuple[int, int]):
         self.conv = _conv(t, f"{p}.conv")
-        self.tower = nnx.List([_conv(t, f"{p}.tower.conv"), _conv(t, f"{p}.tower.conv_1")])
-        self.tower_1 = nnx.List([_conv(t, f"{p}.tower_1.conv{s}") for s in ("", "_1", "_2")])
+        self.tower, self.tower_1 = (
+            nnx.List([_conv(t, f"{p}.{tower}.conv" + (f"_{i}" if i else "")) for i in range(depth)])
+            for tower, depth in zip(("tower", "tower_1"), tower_depths)
+        )
         self.tower_2 = _conv(t, f"{p}.tower_2.conv")
 
     def __call__(self, x, precision):
@@ -120,20 +129,6 @@ class InceptionB(nnx.Module):
 
     def __call__(self, x, precision):
         return jnp.concatenate([self.conv(x, precision), _chain(self.tower, x, precision), _max_pool(x, 2, 0)], axis=-1)
-
-
-class InceptionC(nnx.Module):
-    def __init__(self, t: dict, p: str):
-        self.conv = _conv(t, f"{p}.conv")
-        self.tower = nnx.List([_conv(t, f"{p}.tower.conv{s}") for s in ("", "_1", "_2")])
-        self.tower_1 = nnx.List([_conv(t, f"{p}.tower_1.conv{s}") for s in ("", "_1", "_2", "_3", "_4")])
-        self.tower_2 = _conv(t, f"{p}.tower_2.conv")
-
-    def __call__(self, x, precision):
-        return jnp.concatenate([
-            self.conv(x, precision), _chain(self.tower, x, precision), _chain(self.tower_1, x, precision),
-            self.tower_2(_avg_pool_exclude_pad(x), precision),
-        ], axis=-1)
 
 
 class InceptionD(nnx.Module):
@@ -187,9 +182,9 @@ class FIDInceptionV3(nnx.Module):
         ])
         self.stem_2 = nnx.List([_conv(t, "conv_3"), _conv(t, "conv_4", same=False)])
         self.mixed = nnx.List([
-            InceptionA(t, "mixed"), InceptionA(t, "mixed_1"), InceptionA(t, "mixed_2"),
+            *(InceptionAC(t, name, (2, 3)) for name in ("mixed", "mixed_1", "mixed_2")),
             InceptionB(t, "mixed_3"),
-            InceptionC(t, "mixed_4"), InceptionC(t, "mixed_5"), InceptionC(t, "mixed_6"), InceptionC(t, "mixed_7"),
+            *(InceptionAC(t, f"mixed_{i}", (3, 5)) for i in (4, 5, 6, 7)),
             InceptionD(t, "mixed_8"),
             InceptionE(t, "mixed_9", max_pool=False), InceptionE(t, "mixed_10", max_pool=True),
         ])
@@ -213,8 +208,6 @@ class FIDInceptionV3(nnx.Module):
 
 @functools.lru_cache(maxsize=2)
 def _read_weights(path: str) -> dict[str, np.ndarray]:
-    from macl_jax.checkpoint.foreign import read_torch_tensors
-
     return read_torch_tensors(path)
 
 

@@ -46,7 +46,8 @@ class Conv3d(nnx.Module):
     Each temporal tap is a 2-D convolution over frames folded into the batch, and the taps are
     summed. It is the same function as a 3-D convolution, but XLA's CPU backend runs 2-D
     convolutions several times faster (a 1x3x3 conv: 5x forward, 3x with its gradient; 3x3x3: 2-3x),
-    and the 2d blocks of the network (kt = 1) become plain image convolutions.
+    and the 2d blocks of the network (kt = 1) become plain image convolutions. Padding is explicit
+    (PyTorch's); the kernel init defaults to Kaiming-normal fan-out, as a batch norm follows each.
     """
 
     def __init__(
@@ -94,21 +95,6 @@ class Conv3d(nnx.Module):
         return total.reshape(batch, out_frames, *total.shape[1:])
 
 
-def _conv3d(
-    in_features: int,
-    out_features: int,
-    kernel: tuple[int, int, int],
-    stride: tuple[int, int, int],
-    padding: tuple[int, int, int],
-    *,
-    dtype: jnp.dtype,
-    param_dtype: jnp.dtype,
-    rngs: nnx.Rngs,
-) -> Conv3d:
-    """A bias-free conv (a BN follows) with Kaiming-normal fan-out init, explicit PyTorch padding."""
-    return Conv3d(in_features, out_features, kernel, stride, padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-
-
 class BasicBlock(nnx.Module):
     """A ResNet BasicBlock; "2d" blocks use 1x3x3 kernels and stride (1,s,s), "3d" blocks 3x3x3 and (s,s,s)."""
 
@@ -127,12 +113,12 @@ class BasicBlock(nnx.Module):
         pad = (1, 1, 1) if temporal else (0, 1, 1)
         strides = (stride, stride, stride) if temporal else (1, stride, stride)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.conv1 = _conv3d(in_features, out_features, kernel, strides, pad, **kw)
+        self.conv1 = Conv3d(in_features, out_features, kernel, strides, pad, **kw)
         self.bn1 = batch_norm(out_features, rngs=rngs, param_dtype=param_dtype)
-        self.conv2 = _conv3d(out_features, out_features, kernel, (1, 1, 1), pad, **kw)
+        self.conv2 = Conv3d(out_features, out_features, kernel, (1, 1, 1), pad, **kw)
         self.bn2 = batch_norm(out_features, rngs=rngs, param_dtype=param_dtype)
         if stride != 1 or in_features != out_features:
-            self.proj = _conv3d(in_features, out_features, (1, 1, 1), strides, (0, 0, 0), **kw)
+            self.proj = Conv3d(in_features, out_features, (1, 1, 1), strides, (0, 0, 0), **kw)
             self.proj_bn = batch_norm(out_features, rngs=rngs, param_dtype=param_dtype)
         else:
             self.proj = None
@@ -165,7 +151,7 @@ class ResNet2d3d(nnx.Module):
                 f"ResNet2d3d widths must be 4 positive stage widths (reference 64,128,256,256), got {widths}"
             )
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.stem = _conv3d(3, widths[0], (1, 7, 7), (1, 2, 2), (0, 3, 3), **kw)
+        self.stem = Conv3d(3, widths[0], (1, 7, 7), (1, 2, 2), (0, 3, 3), **kw)
         self.stem_bn = batch_norm(widths[0], rngs=rngs, param_dtype=param_dtype)
         ins = (widths[0],) + widths[:-1]
         strides = (1, 2, 2, 2)
