@@ -205,13 +205,7 @@ def component_log_density(
 
 
 def mixture_nll_per_frame(
-    mu: jax.Array,
-    logits: jax.Array,
-    sigma: jax.Array,
-    y: jax.Array,
-    groups: Groups,
-    *,
-    covariance: Covariance = "isotropic",
+    mu: jax.Array, logits: jax.Array, sigma: jax.Array, y: jax.Array, groups: Groups, *, covariance: Covariance = "isotropic"
 ) -> jax.Array:
     """Exact -log sum_m softmax(logits)_m N(y; mu_m, Sigma_m) per frame: (...).
 
@@ -225,14 +219,8 @@ def mixture_nll_per_frame(
 
 
 def mixture_nll(
-    mu: jax.Array,
-    logits: jax.Array,
-    sigma: jax.Array,
-    y: jax.Array,
-    groups: Groups,
-    *,
-    covariance: Covariance = "isotropic",
-    weights: jax.Array | None = None,
+    mu: jax.Array, logits: jax.Array, sigma: jax.Array, y: jax.Array, groups: Groups, *,
+    covariance: Covariance = "isotropic", weights: jax.Array | None = None,
 ) -> jax.Array:
     """Mean over frames (weighted by `weights`, broadcast over the frame axes) of `mixture_nll_per_frame`."""
     per_frame = mixture_nll_per_frame(mu, logits, sigma, y, groups, covariance=covariance)

@@ -13,27 +13,36 @@ import jax
 import jax.numpy as jnp
 
 
-def _check(layers: Sequence[str], weights: Sequence[float], features: Mapping[str, jax.Array], fn: str) -> None:
-    if len(layers) != len(weights):
-        raise ValueError(f"{fn}: {len(layers)} layers but {len(weights)} weights")
-    missing = [n for n in layers if n not in features]
-    if missing:
-        raise ValueError(f"{fn}: features lack layer(s) {missing}; have {sorted(features)}")
+Features = Mapping[str, jax.Array]  # {layer name: (B, H, W, C)}
 
 
 def _as_f32(x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32)
 
 
+def _mean_abs(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.abs(a - b))
+
+
+def _mean_square(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.square(a - b))
+
+
 def _weighted_sum(
-    features: Mapping[str, jax.Array],
-    target_features: Mapping[str, jax.Array],
+    fn: str,
+    features: Features,
+    target_features: Features,
     layers: Sequence[str],
     weights: Sequence[float],
     distance: Callable[[jax.Array, jax.Array], jax.Array],
     transform: Callable[[jax.Array], jax.Array],
 ) -> jax.Array:
     """sum_l w_l * distance(T(F_l(x)), T(F_l(y))), no gradient through the target's features."""
+    if len(layers) != len(weights):
+        raise ValueError(f"{fn}: {len(layers)} layers but {len(weights)} weights")
+    missing = [n for n in layers if n not in features]
+    if missing:
+        raise ValueError(f"{fn}: features lack layer(s) {missing}; have {sorted(features)}")
     total = jnp.float32(0.0)
     for name, w in zip(layers, weights):
         a = transform(features[name])
@@ -42,15 +51,9 @@ def _weighted_sum(
     return total
 
 
-def perceptual_l1(
-    features: Mapping[str, jax.Array],
-    target_features: Mapping[str, jax.Array],
-    layers: Sequence[str],
-    weights: Sequence[float],
-) -> jax.Array:
+def perceptual_l1(features: Features, target_features: Features, layers: Sequence[str], weights: Sequence[float]) -> jax.Array:
     """sum_l w_l * mean |F_l(x) - F_l(y)| (MakeItTalk's VGGLoss with ImageNet-normalised RGB inputs)."""
-    _check(layers, weights, features, "perceptual_l1")
-    return _weighted_sum(features, target_features, layers, weights, lambda a, b: jnp.mean(jnp.abs(a - b)), _as_f32)
+    return _weighted_sum("perceptual_l1", features, target_features, layers, weights, _mean_abs, _as_f32)
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -63,15 +66,9 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     return jnp.einsum("bpc,bpd->bcd", f, f, precision=jax.lax.Precision.HIGHEST) / (c * h * w)
 
 
-def style_loss(
-    features: Mapping[str, jax.Array],
-    target_features: Mapping[str, jax.Array],
-    layers: Sequence[str],
-    weights: Sequence[float],
-) -> jax.Array:
+def style_loss(features: Features, target_features: Features, layers: Sequence[str], weights: Sequence[float]) -> jax.Array:
     """sum_l w_l * mean (G_l(x) - G_l(y))^2 with per-sample Gram matrices (multiply by e.g. 3e7 outside)."""
-    _check(layers, weights, features, "style_loss")
-    return _weighted_sum(features, target_features, layers, weights, lambda a, b: jnp.mean(jnp.square(a - b)), gram_matrix)
+    return _weighted_sum("style_loss", features, target_features, layers, weights, _mean_square, gram_matrix)
 
 
 def perceptual_and_style(
