@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from macl_jax.media.atomic import atomic_output
+from macl_jax.media.checks import require_uint8
 
 __all__ = [
     "LANDMARK_GROUPS_68",
@@ -127,6 +129,20 @@ def _clip_fixed(x1, y1, x2, y2, width: int, height: int):
     return (c1 | c2) == 0, x1, y1, x2, y2
 
 
+def _walk_order(ax, ay, bx, by, xp):
+    """Swaps end points so that each line is walked left->right (x-major) or top->bottom.
+
+    Returns (x_major, ax, ay, bx, by, dx, dy). `xp` is numpy or jax.numpy: draw_jax walks lines
+    by the same rule.
+    """
+    dx, dy = bx - ax, by - ay
+    x_major = xp.abs(dx) > xp.abs(dy)
+    swap = xp.where(x_major, dx < 0, dy < 0)
+    ax, bx = xp.where(swap, bx, ax), xp.where(swap, ax, bx)
+    ay, by = xp.where(swap, by, ay), xp.where(swap, ay, by)
+    return x_major, ax, ay, bx, by, bx - ax, by - ay
+
+
 def _fixed_lines(ax, ay, bx, by, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1-px 8-connected lines between 16.16 points: (line index, x, y) of every pixel drawn.
 
@@ -134,12 +150,7 @@ def _fixed_lines(ax, ay, bx, by, width: int, height: int) -> tuple[np.ndarray, n
     coordinate advances by a truncated fixed-point slope; the rounded end point is always set.
     """
     ok, ax, ay, bx, by = _clip_fixed(ax, ay, bx, by, width, height)
-    dx, dy = bx - ax, by - ay
-    x_major = np.abs(dx) > np.abs(dy)
-    swap = np.where(x_major, dx < 0, dy < 0)  # walk left->right / top->bottom
-    ax, bx = np.where(swap, bx, ax), np.where(swap, ax, bx)
-    ay, by = np.where(swap, by, ay), np.where(swap, ay, by)
-    dx, dy = bx - ax, by - ay
+    x_major, ax, ay, bx, by, dx, dy = _walk_order(ax, ay, bx, by, np)
     slope = np.where(
         x_major, _cdiv(dy * _ONE, np.abs(dx) | 1), _cdiv(dx * _ONE, np.abs(dy) | 1)
     )
@@ -301,17 +312,6 @@ def _truncate(points: np.ndarray) -> np.ndarray:
     return np.clip(points, -_COORD_LIMIT, _COORD_LIMIT).astype(np.int64)
 
 
-def _check_image(image: object, name: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(
-            f"{name} must be uint8, got {image.dtype}; convert floats in [0, 1] with "
-            "`np.clip(np.round(x * 255), 0, 255).astype(np.uint8)`"
-        )
-    return image
-
-
 # ----------------------------------------------------------------------------- public API
 
 
@@ -360,7 +360,7 @@ def overlay_landmarks(
     lines (68-point layout only) join the points of each group as in ``LANDMARK_GROUPS_68``.
     The leading dimensions of ``frames`` and ``landmarks`` must match.
     """
-    frames = _check_image(frames, "frames")
+    frames = require_uint8(frames, "frames")
     if frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"frames must have shape (..., H, W, 3), got {frames.shape}")
     pts = _check_landmarks(landmarks, "landmarks", points=None)
@@ -401,11 +401,10 @@ def overlay_landmarks(
 
 
 def default_font():
+    """Pillow's bundled default font for labels, or None where it cannot be loaded."""
     try:
-        from PIL import ImageFont
-
         return ImageFont.load_default()
-    except Exception:  # Pillow or its bundled font missing: labels are optional
+    except Exception:  # Pillow's bundled font missing: labels are optional
         return None
 
 
@@ -423,7 +422,7 @@ def contact_sheet(
     the height of a text strip above each tile when ``labels`` are given and Pillow's default
     font is available (0 otherwise). Tiles are copied unchanged; labels never cover them.
     """
-    frames = _check_image(frames, "frames")
+    frames = require_uint8(frames, "frames")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must have shape (N, H, W, 3) with N >= 1, got {frames.shape}")
     if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
@@ -448,8 +447,6 @@ def contact_sheet(
         top, left = pad + r * (tile_h + pad) + label_h, pad + c * (width + pad)
         sheet[top : top + height, left : left + width] = frames[i]
     if font is not None:
-        from PIL import Image, ImageDraw
-
         image = Image.fromarray(sheet)
         draw = ImageDraw.Draw(image)
         ink = (0, 0, 0) if background >= 128 else (255, 255, 255)
@@ -468,10 +465,8 @@ def contact_sheet(
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Writes a uint8 (H, W), (H, W, 3) or (H, W, 4) image as PNG, atomically; returns the path."""
-    from PIL import Image
-
     path = Path(path)
-    image = _check_image(image, "image")
+    image = require_uint8(image, "image")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
         raise ValueError(f"image must have shape (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
     with atomic_output(path) as tmp:

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from macl_jax.media.draw import LANDMARK_GROUPS_68, _SEG_END, _SEG_LAYER, _SEG_START
+from macl_jax.media.draw import LANDMARK_GROUPS_68, _SEG_END, _SEG_LAYER, _SEG_START, _walk_order
 
 __all__ = ["COORD_LIMIT", "NORMAL_TABLE_MAX", "landmark_raster_jax", "mul_div_trunc"]
 
@@ -133,12 +133,7 @@ def _dda_pixels(ax, ay, bx, by, valid, width: int, height: int):
     """Pixels of 1-px 8-connected fixed-point lines: (x, y, keep) of shape (..., width + 1)."""
     ok, ax, ay, bx, by = _clip_fixed(ax, ay, bx, by, width, height)
     ok = ok & valid
-    dx, dy = bx - ax, by - ay
-    x_major = jnp.abs(dx) > jnp.abs(dy)
-    swap = jnp.where(x_major, dx < 0, dy < 0)  # walk left->right / top->bottom
-    ax, bx = jnp.where(swap, bx, ax), jnp.where(swap, ax, bx)
-    ay, by = jnp.where(swap, by, ay), jnp.where(swap, ay, by)
-    dx, dy = bx - ax, by - ay
+    x_major, ax, ay, bx, by, dx, dy = _walk_order(ax, ay, bx, by, jnp)
     major_d, minor_d = jnp.where(x_major, dx, dy), jnp.where(x_major, dy, dx)
     slope = mul_div_trunc(minor_d, jnp.full_like(minor_d, _ONE), jnp.abs(major_d) | 1)
     steps = jnp.where(ok, (major_d >> 16) + 1, 0)

@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from macl_jax.media.atomic import atomic_output
+from macl_jax.media.checks import require_uint8
 
 __all__ = [
     "MediaError",
@@ -131,13 +133,7 @@ def _check_fps(value: object, name: str) -> float:
 
 def _check_frame(frame: object, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
     where = f"frames[{index}]"
-    if not isinstance(frame, np.ndarray):
-        raise TypeError(f"{where} must be a numpy array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise ValueError(
-            f"{where} must be uint8 RGB, got dtype {frame.dtype}; convert floats in [0, 1] with "
-            "`np.clip(np.round(x * 255), 0, 255).astype(np.uint8)`"
-        )
+    frame = require_uint8(frame, where)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
         raise ValueError(f"{where} must have shape (H, W, 3) RGB, got {frame.shape}")
     if shape is not None and frame.shape != shape:
@@ -336,6 +332,22 @@ def _open(path: Path) -> av.container.InputContainer:
         raise MediaError(path, f"cannot be opened as a media file ({err})") from err
 
 
+_NO_STREAM_HINT = {"audio": "Pass a file with sound, or extract it first", "video": "Use read_audio for audio-only files"}
+
+
+@contextlib.contextmanager
+def _first_stream(path: Path, kind: str) -> Iterator[tuple[av.container.InputContainer, av.stream.Stream]]:
+    """``path`` open for reading with its first ``kind`` ("audio" or "video") stream; closed on exit."""
+    container = _open(path)
+    try:
+        streams = getattr(container.streams, kind)
+        if not streams:
+            raise MediaError(path, f"has no {kind} stream", _NO_STREAM_HINT[kind])
+        yield container, streams[0]
+    finally:
+        container.close()
+
+
 def _declared_seconds(stream) -> float | None:
     if stream.duration is None or stream.time_base is None:
         return None  # raw streams may not declare a duration
@@ -366,15 +378,8 @@ def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> lis
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int]:
     """(sample rate, channel count) of the first audio stream of ``path``."""
-    path = _existing_file(path)
-    container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise MediaError(path, "has no audio stream", "Pass a file with sound, or extract it first")
-        stream = container.streams.audio[0]
+    with _first_stream(_existing_file(path), "audio") as (_, stream):
         return int(stream.codec_context.sample_rate or stream.rate or 0), int(stream.codec_context.channels or 0)
-    finally:
-        container.close()
 
 
 def iter_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[np.ndarray]:
@@ -386,11 +391,7 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[np
     """
     path = _existing_file(path)
     sample_rate = _check_rate(sample_rate, "sample_rate")
-    container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise MediaError(path, "has no audio stream", "Pass a file with sound, or extract it first")
-        stream = container.streams.audio[0]
+    with _first_stream(path, "audio") as (container, stream):
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         seconds = 0.0
         try:
@@ -401,8 +402,6 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[np
         except (av.FFmpegError, OSError, ValueError) as err:
             raise MediaError(path, f"audio could not be decoded ({err})") from err
         _check_audio_complete(path, _declared_seconds(stream), seconds)
-    finally:
-        container.close()
 
 
 def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
@@ -413,11 +412,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     chunks = [block.astype(np.float32, copy=False) for block in iter_audio(path, sample_rate)]
     if not chunks:
         return np.zeros(0, np.float32)
-    container = _open(Path(path))
-    try:
-        declared = _declared_seconds(container.streams.audio[0])
-    finally:
-        container.close()
+    with _first_stream(Path(path), "audio") as (_, stream):
+        declared = _declared_seconds(stream)
     return _trim_padding(np.concatenate(chunks), declared, sample_rate)
 
 
@@ -465,11 +461,7 @@ def read_video(
     sample_rate = _check_rate(sample_rate, "sample_rate")
     if target_fps is not None:
         target_fps = _check_fps(target_fps, "target_fps")
-    container = _open(path)
-    try:
-        if not container.streams.video:
-            raise MediaError(path, "has no video stream", "Use read_audio for audio-only files")
-        vstream = container.streams.video[0]
+    with _first_stream(path, "video") as (container, vstream):
         vstream.thread_type = "AUTO"
         astream = container.streams.audio[0] if decode_audio and container.streams.audio else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
@@ -499,8 +491,6 @@ def read_video(
         expected = int(vstream.frames or 0)
         rate = vstream.average_rate or vstream.guessed_rate or vstream.base_rate
         size_tag = container.metadata.get(_SIZE_TAG)
-    finally:
-        container.close()
 
     if not frames:
         raise MediaError(path, "contains no decodable video frames")
