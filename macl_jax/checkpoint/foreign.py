@@ -22,15 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_dtypes  # bfloat16 / float8 numpy dtypes (a dependency of jax)
 import numpy as np
 from flax import nnx
 
 from macl_jax.checkpoint.manager import CheckpointError
-
-try:  # bfloat16/float8 numpy dtypes; jax depends on it, but only tensors that need it fail
-    import ml_dtypes
-except ImportError:  # pragma: no cover
-    ml_dtypes = None
 
 __all__ = [
     "ForeignCheckpointError",
@@ -49,15 +45,15 @@ class ForeignCheckpointError(CheckpointError):
     """A torch file that cannot be read, or tensors that do not fit the Flax state."""
 
 
-# torch dtype name -> numpy dtype (a str for ml_dtypes, resolved when a tensor needs it).
+# torch dtype name -> numpy dtype.
 _DTYPES: dict[str, Any] = {
-    "float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": "bfloat16",
+    "float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16,
     "complex128": np.complex128, "complex64": np.complex64,
     "int64": np.int64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
     "uint64": np.uint64, "uint32": np.uint32, "uint16": np.uint16, "uint8": np.uint8,
     "bool": np.bool_,
-    "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2",
-    "float8_e4m3fnuz": "float8_e4m3fnuz", "float8_e5m2fnuz": "float8_e5m2fnuz",
+    "float8_e4m3fn": ml_dtypes.float8_e4m3fn, "float8_e5m2": ml_dtypes.float8_e5m2,
+    "float8_e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "float8_e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
 }
 # Typed storage classes of _rebuild_tensor_v2 (TorchScript names one for every dtype);
 # UntypedStorage (bytes) comes with _rebuild_tensor_v3, which names the dtype itself.
@@ -223,12 +219,6 @@ def _walk(obj: Any, prefix: str, out: dict[str, _Tensor], ancestors: set[int]) -
 
 def _numpy_dtype(name: str, tensor: str, path: Path) -> np.dtype:
     dtype = _DTYPES.get(name)
-    if isinstance(dtype, str):
-        if ml_dtypes is None:
-            raise ForeignCheckpointError(
-                f"{path}: tensor {tensor!r} is {name}, which needs the ml_dtypes package; pip install ml_dtypes"
-            )
-        dtype = getattr(ml_dtypes, dtype)
     if dtype is None:
         raise ForeignCheckpointError(f"{path}: tensor {tensor!r} has dtype {name}, which is not supported")
     return np.dtype(dtype)
