@@ -18,7 +18,7 @@ def namespace(*arrays: Any) -> Any:
     jax is imported only on that path so grain workers that feed numpy never load it.
     """
     if any(is_jax(a) for a in arrays):
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # lazy: jax stays out of numpy-only grain workers
 
         return jnp
     return np

@@ -23,7 +23,7 @@ _FACES_INSTALL = "pip install dlib-bin face_recognition_models (dependencies of 
 
 
 def _import_faces():
-    try:
+    try:  # lazy: dlib-bin (a native wheel) and face_recognition_models (pulls in pkg_resources, ~0.2 s)
         import dlib
         import face_recognition_models
     except ImportError as e:
