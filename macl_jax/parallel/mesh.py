@@ -1,7 +1,8 @@
 """The device mesh: named axes `data`, `fsdp`, `model`, built from config.
 
 `data` replicates parameters and splits the batch; `fsdp` splits the batch *and* shards
-parameters/optimizer state (ZeRO-3 style); `model` shards inside layers via logical axis rules.
+parameters/optimizer state (ZeRO-3 style); `model` is there for tensor parallelism, which no
+model uses yet: states are replicated along it and its devices see the same rows.
 Exactly one axis may be -1 and absorbs the remaining devices. For multi-slice TPU jobs a second,
 data-centre-network mesh (`dcn`) multiplies the per-slice one.
 """

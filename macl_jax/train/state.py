@@ -51,10 +51,8 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def create_model(model_fn: Callable[[nnx.Rngs], nnx.Module], key: jax.Array) -> nnx.Module:
-    """Builds a model for the runtime, which places variables itself via `out_shardings`.
-
-    Flax's eager sharding would otherwise read logical axis names (`embed`, `mlp`) as mesh axes.
-    """
+    """Builds a model for the runtime, which places variables itself via `out_shardings`
+    (`macl_jax.parallel.sharding`); Flax's eager sharding is kept off so that nothing else does."""
     with nnx.use_eager_sharding(False):
         return model_fn(nnx.Rngs(params=key))
 
