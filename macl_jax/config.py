@@ -28,6 +28,19 @@ EXECUTION_ONLY_KEYS = (("train", "num_steps"), ("train", "log_every"), ("train",
 
 _CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
+# What the shared training loop needs of the sections every stage has: (section, key, holds, what
+# it must be). Checked once, when a config is loaded; the runtime reads these values as they are.
+RUNTIME_RULES = (
+    ("train", "num_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("train", "global_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("train", "log_every", lambda v: v >= 1, "an integer >= 1"),
+    ("train", "eval_every", lambda v: v >= 0, "an integer >= 0 (0: evaluate the final state only)"),
+    ("checkpoint", "every_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("checkpoint", "max_to_keep", lambda v: v >= 1, "an integer >= 1"),
+    ("checkpoint", "keep_period", lambda v: v >= 0, "an integer >= 0 (0: off)"),
+    ("checkpoint", "best_mode", lambda v: v in ("max", "min"), "'max' or 'min'"),
+)
+
 
 class ConfigError(ValueError):
     """A config file, preset or override is invalid; the message says how to fix it."""
@@ -72,7 +85,18 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise ConfigError(f"{path}: get_config must return an ml_collections.ConfigDict")
     config.lock()
     apply_overrides(config, overrides, source=spec)
+    check_runtime_settings(config, source=spec)
     return config
+
+
+def check_runtime_settings(config: ml_collections.ConfigDict, *, source: str = "config") -> None:
+    """Raises ConfigError naming the key when a runtime setting (`RUNTIME_RULES`) is out of range."""
+    for section, key, holds, requirement in RUNTIME_RULES:
+        if section in config and key in config[section] and not holds(config[section][key]):
+            raise ConfigError(
+                f"{source}: config.{section}.{key}={config[section][key]!r} must be {requirement}; "
+                f"set --config.{section}.{key}=..."
+            )
 
 
 def _parse_value(text: str, current: Any) -> Any:

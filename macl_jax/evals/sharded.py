@@ -121,6 +121,7 @@ class ShardedEval:
         self.source = source
         self.global_batch_size = global_batch_size
         self.mesh = mesh
+        check_global_batch(global_batch_size, mesh)
         # Built once: periodic evaluations reuse one compilation.
         self._reducer = reducer or batch_reducer(evaluator, mesh)
 
@@ -129,7 +130,6 @@ class ShardedEval:
         return self._reducer
 
     def run(self, state: Any) -> dict[str, float]:
-        check_global_batch(self.global_batch_size, self.mesh)
         shard_index, shard_count = process_batch_shard(self.mesh)
         dataset = evaluation_dataset(
             self.source,

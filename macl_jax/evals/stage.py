@@ -17,6 +17,7 @@ import jax
 
 from macl_jax.checkpoint import CheckpointManager
 from macl_jax.config import fingerprint, write_json_atomic
+from macl_jax.parallel import make_mesh
 from macl_jax.stages import STAGES
 from macl_jax.train.loop import state_layout
 from macl_jax.train.runtime import runtime_mesh
@@ -37,7 +38,7 @@ def restore_state(task: Any, config: Any, workdir: Path, mesh: Any) -> tuple[Any
     target, _ = state_layout(task, jax.random.key(0), mesh)
     manager = CheckpointManager(directory, async_save=False, fingerprint=fingerprint(config))
     try:
-        step = int(config.eval.checkpoint_step)
+        step = config.eval.checkpoint_step
         restored = manager.restore(target, step=None if step < 0 else step)
     finally:
         manager.close()
@@ -48,8 +49,6 @@ def restore_state(task: Any, config: Any, workdir: Path, mesh: Any) -> tuple[Any
 
 def restore_on_one_device(task: Any, config: Any, workdir: str | Path) -> tuple[Any, int]:
     """`restore_state` onto the first local device: inference needs no mesh from the config."""
-    from macl_jax.parallel import make_mesh
-
     return restore_state(task, config, Path(workdir), make_mesh({"data": 1}, devices=jax.devices()[:1]))
 
 

@@ -23,10 +23,10 @@ FRAME_BATCH = 16
 
 def frame_size(config) -> int:
     """Side of the frames a renderer run was trained on."""
-    if str(config.data.dataset) == "synthtalk":
+    if config.data.dataset == "synthtalk":
         from data_pipelines.synthtalk.specs import parse_name
 
-        return int(parse_name(str(config.data.variant)).image_size)
+        return parse_name(config.data.variant).image_size
     return 256  # the real-data preprocessing's crop (data_pipelines.real.preprocess)
 
 

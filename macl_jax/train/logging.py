@@ -59,7 +59,7 @@ class MetricWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)
         try:
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # deferred: only process 0 writes events; protobuf is slow to import
 
             # purge_step drops events logged after the checkpoint we resumed from.
             self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step or None)
@@ -104,7 +104,7 @@ class Progress:
 
     def __init__(self, total: int, initial: int = 0, *, every: int = 50, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.every = max(1, every)
+        self.every = every
         self.total = total
         self._bar = None
         self._t0 = time.perf_counter()
@@ -113,7 +113,7 @@ class Progress:
         self._start = time.perf_counter()
         self._first_update = True
         if self.enabled and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # deferred: only interactive terminals draw a bar
 
             self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 

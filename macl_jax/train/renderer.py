@@ -36,9 +36,10 @@ from macl_jax.evals.image_quality import ImageQuality
 from macl_jax.evals.sharded import MEAN, ShardedEval
 from macl_jax.losses.gan import d_loss, feature_matching_loss, g_loss
 from macl_jax.losses.image import l1_loss
-from macl_jax.media.augment import to_signed, to_uint8
 from macl_jax.losses.perceptual import perceptual_and_style
+from macl_jax.media.augment import to_signed, to_uint8
 from macl_jax.metrics.image import psnr, ssim
+from macl_jax.models import vgg
 from macl_jax.models.renderers import PatchGAN, ResUnetGenerator
 from macl_jax.precision import compute_dtype
 from macl_jax.train.loop import fit_and_summarize
@@ -85,13 +86,10 @@ def build_vgg(config: Any):
     lc = config.loss
     if lc.perceptual <= 0 and lc.style <= 0:
         return None
-    from macl_jax.models import vgg  # imported here: loading weights costs time and memory
-
     dtype = compute_dtype(config.runtime.compute_dtype)
-    layers = tuple(lc.perceptual_layers)
     if lc.perceptual_net == "vgg19":
-        return vgg.vgg19_features(lc.vgg19_path, dtype=dtype, layers=layers)
-    return vgg.vgg16_features(dtype=dtype, layers=layers)
+        return vgg.vgg19_features(lc.vgg19_path, dtype=dtype, layers=lc.perceptual_layers)
+    return vgg.vgg16_features(dtype=dtype, layers=lc.perceptual_layers)
 
 
 @dataclasses.dataclass
@@ -147,8 +145,8 @@ class RendererTask:
         total = lc.l1 * l1
         if self.vgg is not None:
             perceptual, style = perceptual_and_style(
-                self.vgg, (fake + 1.0) / 2.0, (target + 1.0) / 2.0, tuple(lc.perceptual_layers),
-                tuple(lc.perceptual_layer_weights), with_style=lc.style > 0,
+                self.vgg, (fake + 1.0) / 2.0, (target + 1.0) / 2.0, lc.perceptual_layers,
+                lc.perceptual_layer_weights, with_style=lc.style > 0,
             )
             total = total + lc.perceptual * perceptual + lc.style * style
             metrics |= {"perceptual": perceptual, "style": style}
@@ -160,8 +158,8 @@ class RendererTask:
         Applied to the optimizer's updates (Adam's step is linear in the learning rate), so the
         optimizer state has the same structure with or without decay.
         """
-        n = int(self.config.train.num_steps)
-        start = float(self.config.optimizer.decay_start) * n
+        n = self.config.train.num_steps
+        start = self.config.optimizer.decay_start * n
         if start >= n:
             return jnp.float32(1.0)
         return jnp.clip((n - step.astype(jnp.float32)) / (n - start), 0.0, 1.0)
@@ -298,9 +296,8 @@ def build_evaluators(config: Any, task: RendererTask, mesh: Any) -> list[Sharded
     if config.eval.max_examples > 0:
         source = _Head(source, config.eval.max_examples)
     evaluators = [ShardedEval(RendererHeldOut(task.predict), source, config.eval.global_batch_size, mesh)]
-    fid, lpips = bool(config.eval.fid), bool(config.eval.lpips)
-    if fid or lpips:
-        quality = ImageQuality(task.predict, fid=fid, lpips=lpips)
+    if config.eval.fid or config.eval.lpips:
+        quality = ImageQuality(task.predict, fid=config.eval.fid, lpips=config.eval.lpips)
         evaluators.append(ShardedEval(quality, source, config.eval.global_batch_size, mesh))
     return evaluators
 

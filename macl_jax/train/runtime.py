@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging as std_logging
+from typing import Any
 
 import jax
 from absl import logging
 from jax.sharding import Mesh
 
-from macl_jax.parallel import initialize, make_mesh
+from data_pipelines.loader import global_batch_dataset, make_iterator
+from macl_jax.parallel import initialize, make_mesh, process_batch_shard
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -34,13 +34,13 @@ def setup_runtime(config: Any) -> None:
     dist = rt.distributed
     initialize(
         dist.coordinator_address,
-        int(dist.num_processes),
-        int(dist.process_id),
-        num_cpu_devices=int(rt.num_cpu_devices),
-        initialization_timeout_s=int(dist.timeout_s),
+        dist.num_processes,
+        dist.process_id,
+        num_cpu_devices=rt.num_cpu_devices,
+        initialization_timeout_s=dist.timeout_s,
     )
     if rt.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(rt.compilation_cache_dir))
+        jax.config.update("jax_compilation_cache_dir", rt.compilation_cache_dir)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
@@ -55,16 +55,13 @@ def training_iterator(source: Any, config: Any, mesh: Mesh, transform: Any = Non
     Rows follow the batch sharding of `mesh`; `transform(example, rng)` (numpy only) windows each
     example; `config.data` sets worker processes and prefetch.
     """
-    from data_pipelines.loader import global_batch_dataset, make_iterator  # data code stays out of jit-only imports
-    from macl_jax.parallel import process_batch_shard
-
     shard_index, shard_count = process_batch_shard(mesh)
     dataset = global_batch_dataset(
         source,
-        global_batch_size=int(config.train.global_batch_size),
+        global_batch_size=config.train.global_batch_size,
         process_index=shard_index,
         process_count=shard_count,
-        seed=int(config.seed),
+        seed=config.seed,
         transform=transform,
     )
-    return make_iterator(dataset, worker_count=int(config.data.worker_count), prefetch=int(config.data.prefetch))
+    return make_iterator(dataset, worker_count=config.data.worker_count, prefetch=config.data.prefetch)

@@ -46,6 +46,17 @@ def test_wrong_type_is_a_clear_error():
         load_config("configs/smoke.py:tiny", ["train.num_steps=many"])
 
 
+@pytest.mark.parametrize(
+    "override, match",
+    [("checkpoint.best_mode=maximum", "'max' or 'min'"), ("train.log_every=0", ">= 1"), ("checkpoint.keep_period=-1", ">= 0")],
+)
+def test_runtime_settings_are_checked_on_load(override, match):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config("configs/smoke.py:tiny", [override])
+    assert f"config.{key}=" in str(info.value) and "configs/smoke.py:tiny" in str(info.value)
+
+
 def test_frozen_config_is_hashable_and_static_safe():
     frozen = freeze(load_config("configs/smoke.py:tiny"))
     assert isinstance(hash(frozen), int)
