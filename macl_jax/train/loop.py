@@ -9,7 +9,6 @@ preemption (SIGTERM), and stops on a non-finite loss without ever checkpointing 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -19,10 +18,12 @@ from absl import logging
 from jax.sharding import Mesh
 
 from macl_jax.checkpoint import CheckpointManager
+from macl_jax.config import fingerprint as config_fingerprint
 from macl_jax.parallel import check_global_batch, infer_state_shardings, to_global_batch
-from macl_jax.train.faults import FaultInjector
+from macl_jax.train.faults import inject_faults
 from macl_jax.train.logging import MetricWriter, Progress
 from macl_jax.train.state import Task, TrainState
+from macl_jax.train.timing import RunTimer
 
 
 class NonFiniteError(RuntimeError):
@@ -44,7 +45,7 @@ class FitResult:
     preempted: bool
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
-    goodput: dict[str, float] = dataclasses.field(default_factory=dict)
+    goodput: dict[str, float] = dataclasses.field(default_factory=dict)  # RunTimer.goodput()
     # {"metric", "value", "step", "directory"} of the best state kept, when a best metric is set.
     best: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -52,12 +53,11 @@ class FitResult:
 class BestState:
     """Keeps the state with the best value of one evaluation metric in its own directory.
 
-    The value travels in the checkpoint's metadata, so a resumed run compares against it.
+    The value travels in the checkpoint's metadata, so a resumed run compares against it. `mode` is
+    "max" or "min" (checked when the config is loaded).
     """
 
     def __init__(self, directory: Path, metric: str, mode: str, fingerprint: str | None):
-        if mode not in ("max", "min"):
-            raise ValueError(f"config.checkpoint.best_mode must be 'max' or 'min', got {mode!r}")
         self.metric, self.mode = metric, mode
         self.manager = CheckpointManager(
             directory, max_to_keep=1, async_save=False, fingerprint=fingerprint, handle_preemption=False
@@ -85,31 +85,6 @@ class BestState:
         if self.step is None:
             return {}
         return {"metric": self.metric, "value": self.value, "step": self.step, "directory": str(self.manager.directory)}
-
-
-@dataclasses.dataclass
-class Goodput:
-    """Where the wall time of a run went; `fraction` is the share spent in training steps."""
-
-    start: float = dataclasses.field(default_factory=time.perf_counter)
-    init_s: float = 0.0  # state creation or restore, including its compilation
-    first_step_s: float = 0.0  # compilation of the step, mostly
-    data_wait_s: float = 0.0
-    checkpoint_s: float = 0.0
-    eval_s: float = 0.0
-
-    def summary(self) -> dict[str, float]:
-        total = time.perf_counter() - self.start
-        lost = self.init_s + self.first_step_s + self.data_wait_s + self.checkpoint_s + self.eval_s
-        return {
-            "goodput/fraction": max(0.0, total - lost) / total if total > 0 else 0.0,
-            "goodput/total_s": total,
-            "goodput/init_s": self.init_s,
-            "goodput/first_step_s": self.first_step_s,
-            "goodput/data_wait_s": self.data_wait_s,
-            "goodput/checkpoint_s": self.checkpoint_s,
-            "goodput/eval_s": self.eval_s,
-        }
 
 
 def fetch(x: Any) -> np.ndarray:
@@ -159,53 +134,50 @@ def fit(
 ) -> FitResult:
     """Trains `task` for `config.train.num_steps` steps, resuming if `workdir` has checkpoints."""
     workdir = Path(workdir)
-    goodput = Goodput()
+    timer = RunTimer()
     tcfg, ccfg = config.train, config.checkpoint
-    num_steps = int(tcfg.num_steps)
-    check_global_batch(int(tcfg.global_batch_size), mesh)
-    base_key = jax.random.key(int(config.seed))
+    num_steps = tcfg.num_steps
+    check_global_batch(tcfg.global_batch_size, mesh)
+    base_key = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(base_key)
 
     ckpt = CheckpointManager(
         workdir / "checkpoints",
-        max_to_keep=int(ccfg.max_to_keep),
-        keep_period=int(ccfg.keep_period) or None,
-        save_interval_steps=int(ccfg.every_steps),
-        async_save=bool(ccfg.async_save),
+        max_to_keep=ccfg.max_to_keep,
+        keep_period=ccfg.keep_period or None,
+        save_interval_steps=ccfg.every_steps,
+        async_save=ccfg.async_save,
         fingerprint=fingerprint,
     )
-    best_metric = str(ccfg.get("best_metric", "") or "")
-    best = BestState(workdir / "best", best_metric, str(ccfg.get("best_mode", "max")), fingerprint) if best_metric else None
+    best = BestState(workdir / "best", ccfg.best_metric, ccfg.best_mode, fingerprint) if ccfg.best_metric else None
     target, shardings = state_layout(task, init_key, mesh)
     start = 0
     state = None
     if ckpt.latest_step() is not None:
-        t0 = time.perf_counter()
+        t0 = timer.clock()
         restored = ckpt.restore(target, data_iterator=train_iter)
         if restored is not None:
             state, start = restored
-            logging.info("resumed from step %d in %.2fs", start, time.perf_counter() - t0)
+            logging.info("resumed from step %d in %.2fs", start, timer.since(t0))
     if state is None:
         with jax.set_mesh(mesh):
             state = jax.jit(task.init, out_shardings=shardings)(init_key)
     jax.block_until_ready(state)
-    goodput.init_s = time.perf_counter() - goodput.start
+    timer.add("init", timer.since(timer.start))
 
-    step_fn = make_step_fn(task, shardings)
+    # A plain jitted step unless MACL_FAULT_INJECT rehearses a crash (see faults.py).
+    step_fn = inject_faults(make_step_fn(task, shardings), first_step=start)
     writer = MetricWriter(workdir, resume_step=start)
-    progress = Progress(num_steps, start, every=int(tcfg.log_every))
-    profile_start = int(config.runtime.profile.start_step)
-    profile_stop = profile_start + int(config.runtime.profile.num_steps)
+    progress = Progress(num_steps, start, every=tcfg.log_every)
+    profile_start = config.runtime.profile.start_step
+    profile_stop = profile_start + config.runtime.profile.num_steps
     pending: list[tuple[int, dict]] = []
     last_good = ckpt.latest_step()
     last_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
-    data_wait = checkpoint_time = 0.0
-    interval_t0 = time.perf_counter()
-    interval_start = start
+    timer.start_interval(start)
     preempted = False
     tracing = False
-    inject_fault = FaultInjector()
 
     def drain() -> None:
         """Brings pending step metrics to the host and stops on the first non-finite one."""
@@ -227,13 +199,12 @@ def fit(
         pending.clear()
 
     def save(step: int, force: bool = False) -> None:
-        nonlocal checkpoint_time, last_good
+        nonlocal last_good
         drain()
-        t0 = time.perf_counter()
+        t0 = timer.clock()
         if ckpt.save(step, state, data_iterator=train_iter, metadata={"num_steps": num_steps}, force=force):
             last_good = step
-        checkpoint_time += time.perf_counter() - t0
-        goodput.checkpoint_s += time.perf_counter() - t0
+        timer.add("checkpoint", timer.since(t0))
 
     try:
         with jax.set_mesh(mesh):
@@ -241,57 +212,46 @@ def fit(
                 if step == profile_start and not tracing:
                     jax.profiler.start_trace(str(workdir / "profile"))
                     tracing = True
-                t0 = time.perf_counter()
+                t0 = timer.clock()
                 batch = to_global_batch(next(train_iter), mesh)
-                waited = time.perf_counter() - t0
-                data_wait += waited
-                goodput.data_wait_s += waited
+                waited = timer.since(t0)
+                timer.add("data_wait", waited)
                 state, metrics = step_fn(state, batch, step_key)
                 done = step + 1
                 if step == start:
                     jax.block_until_ready(metrics)  # once: separates compilation from steady state
-                    goodput.first_step_s = time.perf_counter() - t0 - waited
+                    timer.add("first_step", timer.since(t0) - waited)
                 pending.append((done, metrics))
-                inject_fault(done)
                 if done == profile_stop and tracing:
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
                     tracing = False
-                if done % int(tcfg.log_every) == 0 or done == num_steps:
+                if done % tcfg.log_every == 0 or done == num_steps:
                     drain()
-                    elapsed = time.perf_counter() - interval_t0
-                    steps = max(1, done - interval_start)
-                    perf = {
-                        "perf/step_time_s": elapsed / steps,
-                        "perf/data_wait_s": data_wait / steps,
-                        "perf/checkpoint_s": checkpoint_time,
-                        "perf/steps_per_s": steps / elapsed if elapsed > 0 else 0.0,
-                    }
-                    writer.write(done, {**last_metrics, **perf})
+                    writer.write(done, {**last_metrics, **timer.interval(done)})
                     progress.update(done, last_metrics)
-                    interval_t0, interval_start, data_wait, checkpoint_time = time.perf_counter(), done, 0.0, 0.0
-                if evaluators and int(tcfg.eval_every) > 0 and (done % int(tcfg.eval_every) == 0 or done == num_steps):
-                    t_eval = time.perf_counter()
+                if evaluators and tcfg.eval_every > 0 and (done % tcfg.eval_every == 0 or done == num_steps):
+                    t_eval = timer.clock()
                     for evaluator in evaluators:
                         results = {f"eval/{evaluator.name}/{k}": v for k, v in evaluator.run(state).items()}
                         eval_metrics.update(results)
                         writer.write(done, results)
                     if best is not None and best.offer(done, state, eval_metrics):
                         writer.event("best", step=done, metric=best.metric, value=best.value)
-                    goodput.eval_s += time.perf_counter() - t_eval
+                    timer.add("eval", timer.since(t_eval))
                 if ckpt.reached_preemption(done):
                     logging.warning("preemption signal received: saving step %d and stopping", done)
                     save(done, force=True)
                     writer.event("preempted", step=done)
                     preempted = True
                     break
-                if done % int(ccfg.every_steps) == 0 or done == num_steps:
+                if done % ccfg.every_steps == 0 or done == num_steps:
                     save(done, force=done == num_steps)
         drain()
-        t0 = time.perf_counter()
+        t0 = timer.clock()
         ckpt.wait_until_finished()
-        goodput.checkpoint_s += time.perf_counter() - t0
-        writer.write(int(fetch(state.step)), goodput.summary())
+        timer.add("checkpoint", timer.since(t0))
+        writer.write(int(fetch(state.step)), timer.goodput())
     finally:
         if tracing:  # preempted, stopped or past the last step inside the window: keep the trace
             jax.profiler.stop_trace()
@@ -304,7 +264,7 @@ def fit(
         writer.close()
     final_step = int(fetch(state.step))
     return FitResult(
-        state, final_step, preempted, last_metrics, eval_metrics, goodput.summary(), best.summary() if best else {}
+        state, final_step, preempted, last_metrics, eval_metrics, timer.goodput(), best.summary() if best else {}
     )
 
 
@@ -322,7 +282,6 @@ def final_metrics(result: FitResult, evaluators: Sequence[Evaluator]) -> dict[st
     return final
 
 
-
 def fit_and_summarize(
     task: Task,
     *,
@@ -334,11 +293,9 @@ def fit_and_summarize(
 ) -> tuple[FitResult, dict[str, Any]]:
     """`fit` with the config's fingerprint, then the run summary every trainer returns: step,
     preemption, last training loss, `<evaluator>_<metric>` of the final state, goodput."""
-    from macl_jax.config import fingerprint
-
     result = fit(
         task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators,
-        fingerprint=fingerprint(config),
+        fingerprint=config_fingerprint(config),
     )
     final = final_metrics(result, evaluators)
     summary = {
