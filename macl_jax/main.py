@@ -87,7 +87,9 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     except OSError as exc:
         fail(f"cannot write to --workdir {workdir}: {exc.strerror or exc}. Choose a writable directory.")
 
-    from macl_jax.train.runtime import setup_runtime  # imports jax: after argument checks
+    # Deferred until the arguments are checked, and in this order: these import jax (seconds), and
+    # the runtime must be set up before any module that may touch a device is imported.
+    from macl_jax.train.runtime import setup_runtime
 
     setup_runtime(config)
     import jax
@@ -116,7 +118,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         print(__doc__.strip() + "\n\n" + USAGE)
         return
     if argv and argv[0] == "generate":
-        from macl_jax.infer.generate import main as generate
+        from macl_jax.infer.generate import main as generate  # deferred: jax and the generation stack
 
         raise SystemExit(generate(argv[1:]))
     if argv and argv[0] == "pipeline" and "--quick" in argv:

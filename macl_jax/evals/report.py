@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from macl_jax.config import write_json_atomic
+from macl_jax.config import load_config, write_json_atomic
 
 # (stage, summary key, label, baseline key or a fixed chance value, baseline label, lower is better)
 ROWS = (
@@ -86,19 +86,23 @@ def end_to_end_rows(scores: dict[str, float]) -> list[dict[str, Any]]:
 
 
 def _sync_steps(config: Any) -> int:
-    from macl_jax.config import load_config
-
-    sfe = load_config(config.stages.sfe.config, list(config.stages.sfe.overrides))
-    return int(sfe.windows.num_steps)
+    sfe = load_config(config.stages.sfe.config, config.stages.sfe.overrides)
+    return sfe.windows.num_steps
 
 
-def loss_curves(workdir: Path, path: Path) -> Path:
-    """Training loss of each stage against its step."""
-    import matplotlib
+def _pyplot():
+    """matplotlib.pyplot drawing to files (Agg)."""
+    import matplotlib  # deferred: slow to import, and only the report draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def loss_curves(workdir: Path, path: Path) -> Path:
+    """Training loss of each stage against its step."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for ax, stage in zip(axes, ("sfe", "mdn", "renderer")):
         steps, losses = [], []
@@ -122,11 +126,7 @@ def loss_curves(workdir: Path, path: Path) -> Path:
 
 def metric_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     """Each metric that has a baseline: the model's bar beside the baseline's."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     with_base = [r for r in rows if "baseline" in r]
     fig, axes = plt.subplots(1, len(with_base), figsize=(2.1 * len(with_base), 3.2))
     for ax, row in zip(np.atleast_1d(axes), with_base):

@@ -10,7 +10,7 @@ import pytest
 
 from macl_jax.media.video_io import read_video
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_pipeline_writes_the_report_and_demo_videos(quick_pipeline):

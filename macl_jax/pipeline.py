@@ -28,7 +28,12 @@ import jax
 import ml_collections
 from absl import logging
 
+from data_pipelines import datasets
 from macl_jax.config import ConfigError, freeze, load_config, to_dict, write_json_atomic, write_resolved_config
+from macl_jax.evals.report import write_report
+from macl_jax.infer.demo import write_demo_videos
+from macl_jax.infer.end_to_end import end_to_end_images
+from macl_jax.stages import get_stage
 
 STAGE_ORDER = ("sfe", "mdn", "renderer")
 
@@ -65,10 +70,11 @@ def finished_summary(stage_dir: Path, stage: str, num_steps: int) -> dict | None
     return summary if done else None
 
 
-def run(config: Any, workdir: Path) -> dict[str, Any]:
-    from data_pipelines import datasets
-    from macl_jax.stages import get_stage
+def _seconds_since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 1)
 
+
+def run(config: Any, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
     # Every stage's config is resolved first: a bad override fails now, not after an hour of training.
     stage_configs = {}
@@ -78,14 +84,13 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         except ConfigError as exc:
             raise ConfigError(f"config.stages.{stage} ({config.stages[stage].config}): {exc}") from exc
     started = time.perf_counter()
-    t0 = time.perf_counter()
     directory = datasets.dataset_dir(config.data)  # builds SynthTalk on first use
-    timings = {"data_s": round(time.perf_counter() - t0, 1)}
+    timings = {"data_s": _seconds_since(started)}
     summaries: dict[str, dict] = {}
     for stage in STAGE_ORDER:
         stage_dir = workdir / stage
         stage_cfg = stage_configs[stage]
-        kept = finished_summary(stage_dir, stage, int(stage_cfg.train.num_steps))
+        kept = finished_summary(stage_dir, stage, stage_cfg.train.num_steps)
         if kept is not None:
             logging.info("pipeline: %s already trained to step %d in %s; kept", stage, kept["step"], stage_dir)
             summaries[stage] = kept
@@ -96,7 +101,7 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         if jax.process_index() == 0:
             write_resolved_config(stage_cfg, stage_dir)
         summary = get_stage(stage)(freeze(stage_cfg), stage_dir)
-        summary["wall_s"] = round(time.perf_counter() - t0, 1)
+        summary["wall_s"] = _seconds_since(t0)
         if jax.process_index() == 0:
             write_json_atomic(stage_dir / f"{stage}_summary.json", summary)
         summaries[stage] = summary
@@ -106,17 +111,12 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
         timings[f"{stage}_s"] = summaries[stage].get("wall_s", summaries[stage].get("goodput/total_s"))
     result: dict[str, Any] = {"dataset": directory, "stages": {s: str(workdir / s) for s in STAGE_ORDER}}
     if jax.process_index() == 0:
-        from macl_jax.evals.report import write_report
-        from macl_jax.infer.demo import write_demo_videos
-        from macl_jax.infer.end_to_end import end_to_end_images
-
         t0 = time.perf_counter()
-        summaries["end_to_end"] = end_to_end_images(workdir, config.data, int(config.report.e2e_clips))
-        timings["end_to_end_s"] = round(time.perf_counter() - t0, 1)
+        summaries["end_to_end"] = end_to_end_images(workdir, config.data, config.report.e2e_clips)
+        timings["end_to_end_s"] = _seconds_since(t0)
         t0 = time.perf_counter()
-        videos = write_demo_videos(config, workdir, int(config.report.demo_clips), int(config.report.demo_panel_px))
-        timings["videos_s"] = round(time.perf_counter() - t0, 1)
-        timings["total_s"] = round(time.perf_counter() - started, 1)
+        videos = write_demo_videos(config, workdir, config.report.demo_clips, config.report.demo_panel_px)
+        timings["videos_s"] = _seconds_since(t0)
+        timings["total_s"] = _seconds_since(started)
         result |= write_report(config, workdir, summaries, videos, timings)
     return result
-
