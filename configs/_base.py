@@ -85,6 +85,17 @@ def select_preset(arg: str | None, presets: dict, default: str) -> str:
     return name
 
 
+def preset_base_config(stage: str, arg: str | None, presets: dict, default: str) -> tuple[ml_collections.ConfigDict, dict]:
+    """(config, preset): the shared sections of `stage` for the preset that `arg` names (or
+    `default`), with `config.preset` and the preset's SynthTalk `data.variant` set."""
+    name = select_preset(arg, presets, default)
+    preset = presets[name]
+    config = base_config(stage)
+    config.preset = name
+    config.data.variant = preset["variant"]
+    return config, preset
+
+
 def apply_schedule(config: ml_collections.ConfigDict, *, steps: int, batch: int, lr: float, log_every: int, every: int) -> None:
     """The training-length fields every preset sets: steps, global batch, LR, logging, and one
     interval for evaluation and checkpoints."""

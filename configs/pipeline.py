@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs._base import base_config, select_preset
+from configs._base import preset_base_config
 
 PRESETS = {
     "default": dict(
@@ -46,11 +46,7 @@ STAGE_ORDER = ("sfe", "mdn", "renderer")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    name = select_preset(arg, PRESETS, "default")
-    preset = PRESETS[name]
-    config = base_config("pipeline")
-    config.preset = name
-    config.data.variant = preset["variant"]
+    config, preset = preset_base_config("pipeline", arg, PRESETS, "default")
     config.stages = ml_collections.ConfigDict(
         {stage: {"config": preset[stage][0], "overrides": preset[stage][1]} for stage in STAGE_ORDER}
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs._base import apply_schedule, base_config, select_preset
+from configs._base import apply_schedule, preset_base_config
 
 FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -47,11 +47,7 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    name = select_preset(arg, PRESETS, "tiny")
-    preset = PRESETS[name]
-    config = base_config("renderer")
-    config.preset = name
-    config.data.variant = preset["variant"]
+    config, preset = preset_base_config("renderer", arg, PRESETS, "tiny")
     # Generator: ResUnet with input concat(raster, reference) (6 channels) and tanh output.
     config.model = ml_collections.ConfigDict({"num_downs": preset["num_downs"], "ngf": preset["ngf"]})
     config.discriminator = ml_collections.ConfigDict({"ndf": preset["ndf"], "n_layers": 3, "norm": "instance"})
