@@ -25,6 +25,14 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.harness import Row, median_time
+from benchmarks.mdn_suite import _batch
+from macl_jax.config import freeze, load_config
+from macl_jax.media.draw_jax import landmark_raster_jax
+from macl_jax.media.samples import arctic_speech_file
+from macl_jax.media.video_io import read_audio
+from macl_jax.parallel import make_mesh
+from macl_jax.train import mdn, renderer
+from macl_jax.train.loop import create_state
 
 REPO = Path(__file__).resolve().parent.parent
 MINUTES = (0.5, 2.0, 10.0)
@@ -33,9 +41,6 @@ CHUNK = 250
 
 def _speech(seconds: float, path: Path) -> Path:
     """A WAV of `seconds` of real speech: the shipped CMU ARCTIC clip, repeated."""
-    from macl_jax.media.samples import arctic_speech_file
-    from macl_jax.media.video_io import read_audio
-
     clip = read_audio(arctic_speech_file(), 16000)
     audio = np.tile(clip, int(np.ceil(seconds * 16000 / len(clip))))[: int(seconds * 16000)]
     sf.write(path, audio, 16000, subtype="PCM_16")
@@ -75,7 +80,7 @@ def _generate(checkpoint: Path, audio: Path, out: Path, image: Path) -> tuple[di
 
 def long_audio_rows() -> list[Row]:
     from PIL import Image
-    from skimage import data
+    from skimage import data  # deferred: scikit-image (the astronaut photo) is slow to import
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="macl-bench-gen-") as tmp:
@@ -98,13 +103,6 @@ def long_audio_rows() -> list[Row]:
 
 
 def end_to_end_rows(repeats: int = 3) -> list[Row]:
-    from benchmarks.mdn_suite import _batch
-    from macl_jax.config import freeze, load_config
-    from macl_jax.media.draw_jax import landmark_raster_jax
-    from macl_jax.parallel import make_mesh
-    from macl_jax.train import mdn, renderer
-    from macl_jax.train.loop import create_state
-
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])
     mdn_config = freeze(load_config("configs/mdn.py:full", ["train.global_batch_size=1"]))
     mdn_task = mdn.build_task(mdn_config)

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suites to run (default: all)")
     parser.add_argument("--devices", type=int, default=0, help="split the CPU into N devices (0: leave as is)")
     args = parser.parse_args(argv)
-    import jax
+    import jax  # deferred: jax (seconds) only after the arguments parse, and set up before the suites use it
 
     if args.devices:
         jax.config.update("jax_num_cpu_devices", args.devices)
-    from benchmarks.harness import save_suite
+    from benchmarks.harness import save_suite  # imports the library: after the device count is set
 
     command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     for suite in args.suite or sorted(SUITES):
