@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any
 
+from data_pipelines import build
 from data_pipelines.synthtalk import builder as synthtalk_builder
 
 DATASETS = ("synthtalk", "tfds")
@@ -33,7 +34,7 @@ def dataset_dir(data: Any) -> str:
 
 def require_prepared(directory: str, what: str = "") -> None:
     """Raises a FileNotFoundError saying how to prepare `directory` when it holds no complete dataset."""
-    if not synthtalk_builder.is_built(directory):
+    if not build.is_built(directory):
         raise FileNotFoundError(
             f"{what or directory} is not a prepared TFDS dataset (no dataset_info.json). Point it at the versioned "
             "directory a builder wrote (e.g. <data_dir>/voxceleb2/1.0.0 or <data_dir>/mead/front/1.0.0), or build SynthTalk with "

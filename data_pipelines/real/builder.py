@@ -16,12 +16,9 @@ A dataset module (voxceleb2.py, voxceleb1.py, mead.py) only says how its raw lay
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
 import os
-import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -30,10 +27,9 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import schema
+from data_pipelines import build, schema
 from data_pipelines.real import report as report_lib
 from data_pipelines.real.preprocess import PreprocessOptions, SkipClip, preprocess_audio, preprocess_video
-from data_pipelines.synthtalk.clip import encode_jpeg
 
 VERSION = "1.0.0"
 REPORT_NAME = "preprocess_report.json"
@@ -74,60 +70,35 @@ class Outcome:
         return out
 
 
-def _empty(shape: tuple[int, ...], dtype) -> np.ndarray:
-    return np.zeros(shape, dtype)
-
-
 def example_from_clip(task: Task, clip, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
     """The schema example of a preprocessed video clip (see preprocess.py for the 3-D fields)."""
-    num = len(clip.frames)
-    landmarks_3d = np.concatenate([clip.landmarks, np.zeros((num, 68, 1), np.float32)], axis=-1)
-    return {
+    return build.schema_example(
         **_labels(task, speaker, options),
-        "frames": np.array([encode_jpeg(f, options.jpeg_quality) for f in clip.frames], dtype=object),
-        "audio": clip.audio.astype(np.float32),
-        "landmarks_2d": clip.landmarks.astype(np.float32),
-        "landmarks_3d": landmarks_3d.astype(np.float32),
-        "landmarks_valid": clip.valid.astype(bool),
-        "head_rotation": clip.head_rotation.astype(np.float32),
-        "head_translation": clip.head_translation.astype(np.float32),
-        **_no_synthtalk_fields(),
-    }
+        audio=clip.audio,
+        frames=clip.frames,
+        landmarks_2d=clip.landmarks,
+        landmarks_3d=np.concatenate([clip.landmarks, np.zeros_like(clip.landmarks[..., :1])], axis=-1),
+        landmarks_valid=clip.valid,
+        head_rotation=clip.head_rotation,
+        head_translation=clip.head_translation,
+    )
 
 
 def example_from_audio(task: Task, audio: np.ndarray, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
     """The schema example of an audio-only clip: no frames, landmarks or pose (T = 0)."""
-    return {
-        **_labels(task, speaker, options),
-        "frames": np.array([], dtype=object),
-        "audio": audio.astype(np.float32),
-        "landmarks_2d": _empty((0, 68, 2), np.float32),
-        "landmarks_3d": _empty((0, 68, 3), np.float32),
-        "landmarks_valid": _empty((0,), bool),
-        "head_rotation": _empty((0, 3, 3), np.float32),
-        "head_translation": _empty((0, 3), np.float32),
-        **_no_synthtalk_fields(),
-    }
+    return build.schema_example(**_labels(task, speaker, options), audio=audio)
 
 
 def _labels(task: Task, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
     return {
         "clip_id": task.clip_id,
         "speaker_id": task.speaker_id,
-        "speaker": np.int32(speaker),
+        "speaker": speaker,
         "emotion": task.emotion,
-        "intensity": np.int32(task.intensity),
-        "fps": np.float32(options.fps),
-        "sample_rate": np.int32(options.sample_rate),
-    }
-
-
-def _no_synthtalk_fields() -> dict[str, np.ndarray]:
-    return {
-        "visemes": _empty((0, 4), np.float32),
-        "phonemes": _empty((0,), np.int32),
-        "phoneme_start": _empty((0,), np.float32),
-        "phoneme_end": _empty((0,), np.float32),
+        "intensity": task.intensity,
+        "fps": options.fps,
+        "sample_rate": options.sample_rate,
+        "jpeg_quality": options.jpeg_quality,
     }
 
 
@@ -164,13 +135,6 @@ def process_task(
 
 def _process_star(args: tuple) -> tuple[Outcome, dict[str, Any] | None]:
     return process_task(*args)
-
-
-def _worker_context():
-    """fork when no threaded runtime is loaded (fast); spawn otherwise: a fork of a process running
-    JAX's or gRPC's (Beam's) threads can deadlock in the child."""
-    threaded = any(name in sys.modules for name in ("jax", "grpc", "apache_beam"))
-    return multiprocessing.get_context("spawn" if threaded else "fork")
 
 
 @dataclasses.dataclass
@@ -262,14 +226,8 @@ class RealTalkBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _plain(self, tasks: list[Task], manual_dir: str, speakers: dict[str, int]) -> Iterator[tuple[str, dict[str, Any]]]:
         args = [(task, manual_dir, self.settings.options, speakers) for task in tasks]
-        workers = self.settings.num_workers or os.cpu_count() or 1
-        if workers <= 1 or len(args) <= 1:
-            results: Iterable = map(_process_star, args)
-            yield from self._collect(results)
-            return
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
-            # map() keeps task order: the files do not depend on the number of workers.
-            yield from self._collect(pool.map(_process_star, args, chunksize=1))
+        with build.process_pool(self.settings.num_workers if len(args) > 1 else 1) as pool:
+            yield from self._collect(build.ordered_map(pool, _process_star, args))
 
     def _collect(self, results: Iterable) -> Iterator[tuple[str, dict[str, Any]]]:
         for outcome, example in results:
@@ -322,9 +280,7 @@ def prepare(
 
 def is_built(dataset_dir: str) -> bool:
     """True once tfds renamed a complete build into place and its report was written."""
-    return os.path.exists(os.path.join(dataset_dir, "dataset_info.json")) and os.path.exists(
-        os.path.join(dataset_dir, REPORT_NAME)
-    )
+    return build.is_built(dataset_dir, REPORT_NAME)
 
 
 def load_report(dataset_dir: str) -> dict[str, Any]:

@@ -11,23 +11,19 @@ build is byte-identical for a given seed whatever the number of workers.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import dataclasses
 import fcntl
-import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import build as build_lib
 from data_pipelines import schema
 from data_pipelines.synthtalk import speech
-from data_pipelines.synthtalk.clip import encode_jpeg, generate_clip
+from data_pipelines.synthtalk.clip import generate_clip
 from data_pipelines.synthtalk.speakers import make_speaker
 from data_pipelines.synthtalk.specs import KINDS, SIZES, SPLITS, VariantSpec, parse_name, variant
 
@@ -49,35 +45,29 @@ def _config(spec: VariantSpec) -> SynthTalkConfig:
     )
 
 
-def example_from_clip(clip, spec: VariantSpec) -> dict[str, Any]:
-    """The schema example (see data_pipelines.schema) of a generated clip."""
-    num_frames = len(clip.frames)
-    return {
-        "clip_id": clip.clip_id,
-        "speaker_id": clip.speaker.speaker_id,
-        "speaker": np.int32(clip.speaker.index),
-        "emotion": clip.emotion,
-        "intensity": np.int32(clip.intensity),
-        "fps": np.float32(spec.fps),
-        "sample_rate": np.int32(spec.sample_rate),
-        "frames": np.array([encode_jpeg(f, spec.jpeg_quality) for f in clip.frames], dtype=object),
-        "audio": clip.audio,
-        "landmarks_2d": clip.landmarks_2d,
-        "landmarks_3d": clip.landmarks_3d,
-        "landmarks_valid": np.ones(num_frames, dtype=bool),
-        "head_rotation": clip.head_rotation,
-        "head_translation": clip.head_translation,
-        "visemes": clip.visemes,
-        "phonemes": clip.alignment.phonemes.astype(np.int32),
-        "phoneme_start": clip.alignment.start.astype(np.float32),
-        "phoneme_end": clip.alignment.end.astype(np.float32),
-    }
-
-
 def _make_example(task: tuple[VariantSpec, str, int, int]) -> tuple[str, dict[str, Any]]:
     spec, split, speaker, clip_index = task
     clip = generate_clip(spec, split, speaker, clip_index)
-    return clip.clip_id, example_from_clip(clip, spec)
+    return clip.clip_id, build_lib.schema_example(
+        clip_id=clip.clip_id,
+        speaker_id=clip.speaker.speaker_id,
+        speaker=clip.speaker.index,
+        emotion=clip.emotion,
+        intensity=clip.intensity,
+        fps=spec.fps,
+        sample_rate=spec.sample_rate,
+        jpeg_quality=spec.jpeg_quality,
+        audio=clip.audio,
+        frames=clip.frames,
+        landmarks_2d=clip.landmarks_2d,
+        landmarks_3d=clip.landmarks_3d,
+        head_rotation=clip.head_rotation,
+        head_translation=clip.head_translation,
+        visemes=clip.visemes,
+        phonemes=clip.alignment.phonemes,
+        phoneme_start=clip.alignment.start,
+        phoneme_end=clip.alignment.end,
+    )
 
 
 def _tasks(spec: VariantSpec, split: str) -> list[tuple[VariantSpec, str, int, int]]:
@@ -86,18 +76,6 @@ def _tasks(spec: VariantSpec, split: str) -> list[tuple[VariantSpec, str, int, i
         for speaker in spec.speakers(split)
         for clip in range(len(spec.clip_conditions(split)))
     ]
-
-
-def _worker_context():
-    """fork when JAX is not loaded (fast, works from notebooks); spawn when it is (its threads
-    make fork unsafe). spawn re-imports __main__, impossible for code typed at a prompt: then the
-    build runs in this process."""
-    if "jax" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    main = sys.modules.get("__main__")
-    if main is not None and not getattr(main, "__file__", None) and not getattr(main, "__spec__", None):
-        return None
-    return multiprocessing.get_context("spawn")
 
 
 class SynthTalk(tfds.core.GeneratorBasedBuilder):
@@ -130,6 +108,7 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
         )
         return tfds.core.DatasetInfo(
             builder=self,
+            # Stored in every build's dataset_info.json: editing the module docstring changes new builds' files.
             description=__doc__,
             features=schema.features(),
             metadata=metadata,
@@ -145,27 +124,15 @@ class SynthTalk(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         tasks = _tasks(self.spec, split)
-        pool = self.pool
-        if pool is None:
-            with self._make_pool() as pool:
+        if self.pool is None:
+            with build_lib.process_pool(self.num_workers) as pool:
                 yield from self._map(pool, tasks)
         else:
-            yield from self._map(pool, tasks)
+            yield from self._map(self.pool, tasks)
 
     def _map(self, pool, tasks):
-        if pool is None:
-            return map(_make_example, tasks)
-        # map() keeps task order, so the files do not depend on the number of workers.
-        workers = self.num_workers or os.cpu_count() or 1
-        return pool.map(_make_example, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-
-    def _make_pool(self):
-        """A process pool for the generator, or a null context when generating in this process."""
-        workers = self.num_workers or os.cpu_count() or 1
-        context = _worker_context() if workers > 1 else None
-        if context is None:
-            return contextlib.nullcontext()
-        return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+        chunksize = max(1, len(tasks) // (8 * build_lib.worker_count(self.num_workers)))
+        return build_lib.ordered_map(pool, _make_example, tasks, chunksize)
 
 
 def builder(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> SynthTalk:
@@ -186,19 +153,21 @@ def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
     `data_dir` (the processes of a job on one host, or hosts on NFS) serialise on a lock file:
     one builds, the others wait and reuse it. On object stores without locks (gs://), build once
     beforehand with `python -m data_pipelines.synthtalk build`; the build is deterministic, so
-    hosts may also each build their own local copy.
+    hosts may also each build their own local copy. ("Deterministic" is field for field: within one
+    process two builds are byte-identical, but tfds writes each example's feature map in protobuf map
+    order, which differs between processes.)
     """
     b = builder(name, data_dir, num_workers)
-    if is_built(b.data_dir):
+    if build_lib.is_built(b.data_dir):
         return b.data_dir
     os.makedirs(os.path.dirname(os.path.dirname(b.data_dir)), exist_ok=True)
     lock_path = os.path.join(os.path.dirname(os.path.dirname(b.data_dir)), f".{b.builder_config.name}.lock")
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
         try:
-            if not is_built(b.data_dir):
+            if not build_lib.is_built(b.data_dir):
                 start = time.perf_counter()
-                with b._make_pool() as b.pool:
+                with build_lib.process_pool(num_workers) as b.pool:
                     b.download_and_prepare()
                 elapsed = time.perf_counter() - start
                 print(f"SynthTalk {b.builder_config.name}: built in {elapsed:.1f} s -> {b.data_dir}", flush=True)
@@ -206,7 +175,3 @@ def build(name: str | VariantSpec, data_dir: str, num_workers: int = 0) -> str:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return b.data_dir
 
-
-def is_built(dataset_dir: str) -> bool:
-    """True once tfds has renamed a complete build into place (dataset_info.json is written last)."""
-    return os.path.exists(os.path.join(dataset_dir, "dataset_info.json"))

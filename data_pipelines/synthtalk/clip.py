@@ -7,10 +7,8 @@ made in any order, in any process, and come out byte-identical.
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
-from PIL import Image
 
 from data_pipelines.synthtalk import face, motion, render, speech
 from data_pipelines.synthtalk.channel import apply_channel
@@ -120,9 +118,3 @@ def generate_clip(spec: VariantSpec, split: str, speaker_index: int, clip_index:
     sequence = clip_seed_sequence(spec.seed, spec.kind, split, speaker_index, clip_index)
     return synthesize_clip(spec, speaker, emotion, intensity, sequence, clip_id=clip_id)
 
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    # Fixed encoder settings: byte-identical output for identical pixels.
-    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality, subsampling=0, optimize=False)
-    return buffer.getvalue()
