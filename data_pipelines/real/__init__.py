@@ -12,8 +12,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from data_pipelines.real.preprocess import PreprocessOptions
+
 DATASETS = ("voxceleb2", "voxceleb1", "mead")
 DEFAULT_CONFIGS = {"voxceleb2": "default", "voxceleb1": "default", "mead": "front"}
+
+# The builder modules import tensorflow_datasets, so the functions below import them on use: code
+# that needs only the per-video preprocessing (inference's face crop) never loads tfds.
 
 
 def builder_class(dataset: str):
@@ -29,10 +34,10 @@ def builder_class(dataset: str):
     return cls
 
 
-def make_builder(dataset: str, data_dir: str, *, config: str | None = None, options: Any = None, num_workers: int = 1):
+def make_builder(dataset: str, data_dir: str, *, config: str | None = None, options: PreprocessOptions | None = None,
+                 num_workers: int = 1):
     """A builder of `dataset` writing ArrayRecord files under `data_dir`."""
     from data_pipelines.real.builder import BuildSettings
-    from data_pipelines.real.preprocess import PreprocessOptions
 
     cls = builder_class(dataset)
     kwargs: dict[str, Any] = {}
@@ -49,10 +54,11 @@ def make_builder(dataset: str, data_dir: str, *, config: str | None = None, opti
     return builder
 
 
-def prepare(dataset: str, manual_dir: str, data_dir: str, *, config: str | None = None, options: Any = None,
-            num_workers: int = 1, beam_runner: Any = None, beam_options: Any = None) -> str:
+def prepare(dataset: str, manual_dir: str, data_dir: str, *, config: str | None = None,
+            options: PreprocessOptions | None = None, num_workers: int = 1, beam_runner: Any = None,
+            beam_options: Any = None) -> str:
     """Builds `dataset` from the raw files in `manual_dir`; returns the dataset directory."""
-    from data_pipelines.real.builder import prepare as _prepare
+    from data_pipelines.real import builder as builder_lib
 
     builder = make_builder(dataset, data_dir, config=config, options=options, num_workers=num_workers)
-    return _prepare(builder, manual_dir, beam_runner=beam_runner, beam_options=beam_options)
+    return builder_lib.prepare(builder, manual_dir, beam_runner=beam_runner, beam_options=beam_options)

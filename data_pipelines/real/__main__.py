@@ -14,7 +14,12 @@ import sys
 
 from absl import app, flags
 
-_DATASET = flags.DEFINE_enum("dataset", "voxceleb2", ["voxceleb2", "voxceleb1", "mead"], "dataset to prepare")
+from data_pipelines import real
+from data_pipelines.real import beam, fixtures, sharded
+from data_pipelines.real import builder as builder_lib
+from data_pipelines.real.preprocess import PreprocessOptions
+
+_DATASET = flags.DEFINE_enum("dataset", "voxceleb2", list(real.DATASETS), "dataset to prepare")
 _CONFIG = flags.DEFINE_string("config", None, "builder config (mead: front | all_views)")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "the raw download, in its distributed layout")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory to write into")
@@ -30,9 +35,6 @@ _COMMANDS = ("prepare", "merge", "fixtures")
 
 
 def _builder(num_workers: int = 1):
-    from data_pipelines import real
-    from data_pipelines.real.preprocess import PreprocessOptions
-
     options = PreprocessOptions(min_frames=_MIN_FRAMES.value, crop_size=_CROP.value)
     return real.make_builder(_DATASET.value, _DATA_DIR.value, config=_CONFIG.value, options=options, num_workers=num_workers)
 
@@ -45,14 +47,9 @@ def _require(flag, name: str):
 
 def _run(command: str) -> int:
     if command == "fixtures":
-        from data_pipelines.real import fixtures
-
         print(fixtures.make(_DATASET.value, _require(_OUT, "out")))
         return 0
     manual_dir = _require(_MANUAL_DIR, "manual_dir")
-    from data_pipelines.real import builder as builder_lib
-    from data_pipelines.real import sharded
-
     if command == "merge":
         b = _builder()
         b.settings.merge_from = sharded.shard_dir(b)
@@ -66,8 +63,6 @@ def _run(command: str) -> int:
         print(sharded.prepare_shard(_builder(), manual_dir, index, count))
         return 0
     if _BEAM_RUNNER.value:
-        from data_pipelines.real import beam
-
         options = beam.pipeline_options(_BEAM_RUNNER.value, [f"--{o}" for o in _BEAM_OPTIONS.value])
         print(builder_lib.prepare(_builder(), manual_dir, beam_options=options))
         return 0

@@ -1,4 +1,4 @@
-"""Apache Beam preparation: the same per-video function (builder.process_task) on any runner.
+"""Apache Beam preparation: the same per-video function (tasks.process_task) on any runner.
 
 TFDS runs Beam when `DownloadConfig(beam_runner=..., beam_options=...)` is set: the builder's
 `_generate_examples` then returns `beam.Create(tasks) | beam.FlatMap(process)` and TFDS writes the
@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
-from data_pipelines.real import report as report_lib
+from data_pipelines.real.preprocess import PreprocessOptions
+from data_pipelines.real.report import write_outcome_file
+from data_pipelines.real.sharded import work_dir
+from data_pipelines.real.tasks import Task, process_task
+
+# apache_beam is an optional dependency (the `beam` extra): imported only where a Beam build needs it.
 
 
-def _process(indexed_task, manual_dir: str, options, speakers: dict[str, int], outcome_dir: str):
-    from data_pipelines.real.builder import process_task
-
+def _process(indexed_task: tuple[int, Task], manual_dir: str, options: PreprocessOptions, speakers: dict[str, int],
+             outcome_dir: str):
     index, task = indexed_task
     outcome, example = process_task(task, manual_dir, options, speakers)
-    report_lib.write_outcome_file(outcome_dir, outcome)
+    write_outcome_file(outcome_dir, outcome)
     if example is not None:
         # TFDS's Beam writer without shuffling orders examples by integer key: the task's
         # position in the sorted task list gives the plain build's order.
         yield index, example
 
 
-def examples_transform(tasks: list, manual_dir: str, options: Any, speakers: dict[str, int], outcome_dir: str | None):
+def examples_transform(tasks: list[Task], manual_dir: str, options: PreprocessOptions, speakers: dict[str, int],
+                       outcome_dir: str | None):
     """The PTransform TFDS applies to its pipeline for one split: tasks -> (key, example)."""
     import apache_beam as beam
 
@@ -47,8 +51,6 @@ def examples_transform(tasks: list, manual_dir: str, options: Any, speakers: dic
 
 def fresh_outcome_dir(builder) -> str:
     """An empty outcome directory for a build: `<data_dir>/_work/<name>/<config>/<version>/beam_outcomes`."""
-    from data_pipelines.real.sharded import work_dir
-
     path = os.path.join(work_dir(builder), "beam_outcomes")
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)

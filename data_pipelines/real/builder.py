@@ -1,140 +1,40 @@
 """The TFDS builder shared by the real datasets: scan a manual download, preprocess each file, write.
 
 A dataset module (voxceleb2.py, voxceleb1.py, mead.py) only says how its raw layout maps to
-`Task`s (one per clip: paths, speaker, labels, split). Everything else is here:
+`Task`s (one per clip: paths, speaker, labels, split). Everything else is here and below:
 
-- `process_task(task, manual_dir, options, speakers)` turns one Task into an `Outcome` and, when
-  kept, a schema example (data_pipelines.schema). It is the single per-video function that the
-  plain build (a process pool), `--shard i/N` workers and Apache Beam all run.
+- tasks.py: `Task`, `Outcome` and the per-video function `process_task` that the plain build (a
+  process pool), `--shard i/N` workers (sharded.py) and Apache Beam (beam.py) all run.
 - `RealTalkBuilder` is an ArrayRecord `GeneratorBasedBuilder` without TensorFlow (like SynthTalk).
   Its `_generate_examples` yields from a process pool, returns a Beam PTransform when a Beam
   runner is configured, or reads the intermediates of a sharded run (`merge`).
 - Every file's outcome goes to `<dataset dir>/preprocess_report.json` (report.py). tfds writes the
   dataset into a temporary directory and renames it when complete, and the report is written
-  after that rename, so a directory with `dataset_info.json` is always a complete dataset.
+  after that rename, so a directory with `dataset_info.json` and the report is a complete dataset.
+
+The modules of this package import one way, each only from those listed before it: preprocess,
+tasks, report, sharded, beam, builder, the dataset modules, then the package's `prepare` and the
+command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
-import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import build, schema
+from data_pipelines.real import beam, sharded
 from data_pipelines.real import report as report_lib
-from data_pipelines.real.preprocess import PreprocessOptions, SkipClip, preprocess_audio, preprocess_video
+from data_pipelines.real.preprocess import PreprocessOptions
+from data_pipelines.real.sharded import config_name
+from data_pipelines.real.tasks import Outcome, Task, process_star, speaker_index
 
 VERSION = "1.0.0"
-REPORT_NAME = "preprocess_report.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One clip of a raw dataset; paths relative to the manual directory."""
-
-    clip_id: str
-    split: str
-    speaker_id: str
-    path: str  # the main file (video, or wav for audio-only datasets)
-    audio: str | None = None  # companion audio file (may be absent on disk)
-    emotion: str = "neutral"
-    intensity: int = 0
-    audio_only: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What became of one Task (a row of the report)."""
-
-    clip_id: str
-    split: str
-    path: str
-    kept: bool
-    reason: str = ""  # SKIP_REASONS key when not kept
-    detail: str = ""
-    notes: tuple[str, ...] = ()
-    frames: int = 0
-    seconds: float = 0.0  # processing time
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # kept clips: crop box, source streams, ...
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["notes"] = list(self.notes)
-        return out
-
-
-def example_from_clip(task: Task, clip, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
-    """The schema example of a preprocessed video clip (see preprocess.py for the 3-D fields)."""
-    return build.schema_example(
-        **_labels(task, speaker, options),
-        audio=clip.audio,
-        frames=clip.frames,
-        landmarks_2d=clip.landmarks,
-        landmarks_3d=np.concatenate([clip.landmarks, np.zeros_like(clip.landmarks[..., :1])], axis=-1),
-        landmarks_valid=clip.valid,
-        head_rotation=clip.head_rotation,
-        head_translation=clip.head_translation,
-    )
-
-
-def example_from_audio(task: Task, audio: np.ndarray, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
-    """The schema example of an audio-only clip: no frames, landmarks or pose (T = 0)."""
-    return build.schema_example(**_labels(task, speaker, options), audio=audio)
-
-
-def _labels(task: Task, speaker: int, options: PreprocessOptions) -> dict[str, Any]:
-    return {
-        "clip_id": task.clip_id,
-        "speaker_id": task.speaker_id,
-        "speaker": speaker,
-        "emotion": task.emotion,
-        "intensity": task.intensity,
-        "fps": options.fps,
-        "sample_rate": options.sample_rate,
-        "jpeg_quality": options.jpeg_quality,
-    }
-
-
-def process_task(
-    task: Task, manual_dir: str, options: PreprocessOptions, speakers: dict[str, int]
-) -> tuple[Outcome, dict[str, Any] | None]:
-    """The per-video function: Task -> (Outcome, schema example or None). Never raises for bad data."""
-    start = time.perf_counter()
-    path = os.path.join(manual_dir, task.path)
-    audio = os.path.join(manual_dir, task.audio) if task.audio else None
-    try:
-        if task.audio_only:
-            waveform, notes, source = preprocess_audio(path, options)
-            example = example_from_audio(task, waveform, speakers[task.speaker_id], options)
-            frames, info = 0, {"source": source}
-        else:
-            clip = preprocess_video(path, audio, options)
-            example = example_from_clip(task, clip, speakers[task.speaker_id], options)
-            notes, frames = clip.notes, len(clip.frames)
-            info = {
-                "crop_box": [round(v, 4) for v in clip.crop_box],
-                "start_frame": clip.start_frame,
-                "closed_mouth": clip.closed_mouth,
-                "source": clip.source,
-            }
-    except SkipClip as skip:
-        return Outcome(task.clip_id, task.split, task.path, False, skip.reason, skip.detail, seconds=time.perf_counter() - start), None
-    except Exception as error:  # noqa: BLE001 - one bad file never stops a build
-        detail = f"{type(error).__name__}: {error} | {traceback.format_exc(limit=3)[-600:]}"
-        return Outcome(task.clip_id, task.split, task.path, False, "error", detail, seconds=time.perf_counter() - start), None
-    return Outcome(task.clip_id, task.split, task.path, True, notes=tuple(notes), frames=frames,
-                   seconds=time.perf_counter() - start, info=info), example
-
-
-def _process_star(args: tuple) -> tuple[Outcome, dict[str, Any] | None]:
-    return process_task(*args)
 
 
 @dataclasses.dataclass
@@ -206,12 +106,8 @@ class RealTalkBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, tasks: list[Task], manual_dir: str, speakers: dict[str, int]):
         if self.settings.merge_from:
-            from data_pipelines.real import sharded
-
             return sharded.read_intermediates(self.settings.merge_from, tasks, self._outcomes)
         if self._beam_runner_configured():
-            from data_pipelines.real import beam
-
             return beam.examples_transform(tasks, manual_dir, self.settings.options, speakers, self.settings.outcome_dir)
         return self._plain(tasks, manual_dir, speakers)
 
@@ -227,23 +123,13 @@ class RealTalkBuilder(tfds.core.GeneratorBasedBuilder):
     def _plain(self, tasks: list[Task], manual_dir: str, speakers: dict[str, int]) -> Iterator[tuple[str, dict[str, Any]]]:
         args = [(task, manual_dir, self.settings.options, speakers) for task in tasks]
         with build.process_pool(self.settings.num_workers if len(args) > 1 else 1) as pool:
-            yield from self._collect(build.ordered_map(pool, _process_star, args))
+            yield from self._collect(build.ordered_map(pool, process_star, args))
 
     def _collect(self, results: Iterable) -> Iterator[tuple[str, dict[str, Any]]]:
         for outcome, example in results:
             self._outcomes.append(outcome)
             if example is not None:
                 yield outcome.clip_id, example
-
-
-def config_name(builder) -> str:
-    """The builder's config name ("default" for builders without configs)."""
-    return builder.builder_config.name if builder.builder_config is not None else "default"
-
-
-def speaker_index(tasks: list[Task]) -> dict[str, int]:
-    """speaker_id -> index in the sorted list of every speaker the scan found (skipped files included)."""
-    return {s: i for i, s in enumerate(sorted({t.speaker_id for t in tasks}))}
 
 
 def prepare(
@@ -256,12 +142,10 @@ def prepare(
     """Builds the dataset (plain, Beam or merge per `builder.settings`); writes the report; returns the dir."""
     manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
     builder.tasks(manual_dir)  # clear error before tfds creates anything
-    if is_built(builder.data_dir):
+    if build.is_built(builder.data_dir, report_lib.REPORT_NAME):
         print(f"{builder.name}/{config_name(builder)}: already built at {builder.data_dir}", flush=True)
         return builder.data_dir
     if beam_runner is not None or beam_options is not None:
-        from data_pipelines.real import beam
-
         builder.settings.outcome_dir = beam.fresh_outcome_dir(builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, beam_runner=beam_runner, beam_options=beam_options)
     start = time.perf_counter()
@@ -272,17 +156,8 @@ def prepare(
         outcomes += report_lib.read_outcome_dir(builder.settings.outcome_dir)
     report = report_lib.build_report(builder.name, config_name(builder), manual_dir, outcomes, elapsed,
                                      extra=getattr(builder, "report_extra", lambda o: {})(outcomes))
-    report_lib.write_report(os.path.join(builder.data_dir, REPORT_NAME), report)
+    report_lib.write_report(os.path.join(builder.data_dir, report_lib.REPORT_NAME), report)
     kept = report["counts"]["kept"]
     print(f"{builder.name}: {kept} clips kept, {report['counts']['skipped']} skipped in {elapsed:.1f} s -> {builder.data_dir}", flush=True)
     return builder.data_dir
 
-
-def is_built(dataset_dir: str) -> bool:
-    """True once tfds renamed a complete build into place and its report was written."""
-    return build.is_built(dataset_dir, REPORT_NAME)
-
-
-def load_report(dataset_dir: str) -> dict[str, Any]:
-    with open(os.path.join(dataset_dir, REPORT_NAME)) as f:
-        return json.load(f)

@@ -30,9 +30,10 @@ import numpy as np
 import soundfile as sf
 from scipy import ndimage
 
+from data_pipelines.real.preprocess import PreprocessOptions, detect_faces, landmarks_68, to_crop
 from macl_jax.media.atomic import atomic_output
 from macl_jax.media.samples import arctic_speech_file
-from macl_jax.media.video_io import write_video, write_wav
+from macl_jax.media.video_io import nearest_frame_indices, read_video, write_video, write_wav
 
 DATASETS = ("voxceleb2", "voxceleb1", "mead")
 
@@ -41,8 +42,6 @@ DATASETS = ("voxceleb2", "voxceleb1", "mead")
 def photo() -> tuple[np.ndarray, np.ndarray]:
     """(astronaut RGB (512, 512, 3) uint8, its dlib 68 landmarks (68, 2) float64)."""
     from skimage import data
-
-    from data_pipelines.real.preprocess import PreprocessOptions, detect_faces, landmarks_68
 
     image = data.astronaut()
     boxes, _ = detect_faces(image, PreprocessOptions(detect_max_side=1024), use_cnn=False)
@@ -155,8 +154,6 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) ->
     path = Path(path)
     audio = np.atleast_2d(np.asarray(audio, np.float32))
     if path.suffix == ".wav":
-        import soundfile as sf
-
         with atomic_output(path) as tmp:
             sf.write(tmp, audio.T, sample_rate, subtype="PCM_16", format="WAV")
         return path
@@ -280,8 +277,6 @@ def make_voxceleb2(root: str | os.PathLike, seconds: float = 1.2) -> Path:
 
 def _two_faces(w: _Writer, rel: str) -> None:
     """Re-renders `rel` with a second, smaller static copy of the face at the right."""
-    from macl_jax.media.video_io import read_video
-
     path = w.root / rel
     video = read_video(path)
     other = animate_face(1, 25.0, (224, 224), base_scale=1.15, angle_amplitude=0.0, shift_amplitude=0.0).frames[0]
@@ -365,9 +360,6 @@ def truth_for_clip(truth_path: str | os.PathLike, crop_box: tuple[float, float, 
     Follows the preprocessing's re-timing (nearest source frame per 25 fps frame), its cut
     (`start_frame`) and its crop box.
     """
-    from data_pipelines.real.preprocess import to_crop
-    from macl_jax.media.video_io import nearest_frame_indices
-
     truth = np.load(truth_path)
     source_fps = float(truth["fps"])
     count = len(truth["landmarks"])

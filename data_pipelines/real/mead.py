@@ -17,7 +17,8 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 
 from data_pipelines import schema
-from data_pipelines.real.builder import VERSION, RealTalkBuilder, Task
+from data_pipelines.real.builder import VERSION, RealTalkBuilder
+from data_pipelines.real.tasks import Task
 
 VIEWS = ("front", "down", "top", "left_30", "left_60", "right_30", "right_60")
 TEST_ACTORS = ("M003", "M030", "W024")

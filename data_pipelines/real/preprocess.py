@@ -41,6 +41,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from data_pipelines.synthtalk import face
 from macl_jax.geometry import (
     STABLE_27_INDICES,
     align_2d,
@@ -144,6 +145,7 @@ class ProcessedClip:
 @functools.lru_cache(maxsize=1)
 def _models():
     """dlib's HOG detector, 68-point predictor and MMOD CNN detector, loaded once per process."""
+    # Imported on first use: importing this module (inference does) stays cheap until a face is needed.
     try:
         import dlib
         import face_recognition_models as frm
@@ -321,8 +323,6 @@ def weak_perspective_pose(
 
 @functools.lru_cache(maxsize=1)
 def _canonical_face() -> np.ndarray:
-    from data_pipelines.synthtalk import face
-
     return face.mean_shape()
 
 

@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.real.preprocess import NOTES, SKIP_REASONS
+from data_pipelines.real.tasks import Outcome
 from macl_jax.media.atomic import atomic_output
 
+REPORT_NAME = "preprocess_report.json"
 
-def build_report(dataset: str, config: str, manual_dir: str, outcomes: list, seconds: float, extra: dict | None = None) -> dict[str, Any]:
-    """The report dict of a list of builder.Outcome (any order; sorted here for stable files)."""
+
+def build_report(dataset: str, config: str, manual_dir: str, outcomes: list[Outcome], seconds: float,
+                 extra: dict | None = None) -> dict[str, Any]:
+    """The report dict of a list of Outcomes (any order; sorted here for stable files)."""
     outcomes = sorted(outcomes, key=lambda o: (o.split, o.clip_id, o.path))
     kept = [o for o in outcomes if o.kept]
     skipped: dict[str, Any] = {}
@@ -72,27 +76,23 @@ def write_report(path: str | os.PathLike, report: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def outcome_to_line(outcome) -> str:
-    return json.dumps(outcome.to_json(), sort_keys=True)
+def load_report(dataset_dir: str) -> dict[str, Any]:
+    """The report of a built dataset."""
+    with open(os.path.join(dataset_dir, REPORT_NAME)) as f:
+        return json.load(f)
 
 
-def outcome_from_json(data: dict[str, Any]):
-    from data_pipelines.real.builder import Outcome
-
-    return Outcome(**{**data, "notes": tuple(data.get("notes", ()))})
-
-
-def write_outcome_file(directory: str, outcome) -> None:
+def write_outcome_file(directory: str, outcome: Outcome) -> None:
     """One small file per clip (Beam workers have no shared list); named by a hash of the clip."""
     name = hashlib.sha1(f"{outcome.split}/{outcome.clip_id}/{outcome.path}".encode()).hexdigest()[:20] + ".json"
     with atomic_output(os.path.join(directory, name)) as tmp:
-        Path(tmp).write_text(outcome_to_line(outcome))
+        Path(tmp).write_text(json.dumps(outcome.to_json(), sort_keys=True))
 
 
-def read_outcome_dir(directory: str) -> list:
+def read_outcome_dir(directory: str) -> list[Outcome]:
     out = []
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         if name.endswith(".json") and not name.startswith("."):
             with open(os.path.join(directory, name)) as f:
-                out.append(outcome_from_json(json.load(f)))
+                out.append(Outcome.from_json(json.load(f)))
     return out

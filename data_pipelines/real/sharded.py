@@ -23,7 +23,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from data_pipelines.real import report as report_lib
+from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+from data_pipelines.real.tasks import Outcome, Task, process_task, speaker_index
 
 _NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})\.outcomes\.jsonl$")
 
@@ -36,10 +38,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def config_name(builder) -> str:
+    """The builder's config name ("default" for builders without configs)."""
+    return builder.builder_config.name if builder.builder_config is not None else "default"
+
+
 def work_dir(builder) -> str:
     """Scratch space of a builder's preparation (shard intermediates, Beam outcome files)."""
-    from data_pipelines.real.builder import config_name
-
     root = builder._data_dir_root  # noqa: SLF001 - tfds keeps the user's data_dir here
     return os.path.join(root, "_work", builder.name, config_name(builder), str(builder.version))
 
@@ -55,10 +60,6 @@ def _paths(directory: str, index: int, count: int) -> tuple[str, str]:
 
 def prepare_shard(builder, manual_dir: str, index: int, count: int) -> str:
     """Preprocesses tasks[index::count] into one intermediate; returns its outcomes file."""
-    from array_record.python.array_record_module import ArrayRecordWriter
-
-    from data_pipelines.real.builder import process_task, speaker_index
-
     manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
     tasks = builder.tasks(manual_dir)
     speakers = speaker_index(tasks)
@@ -121,10 +122,10 @@ def check_complete(directory: str) -> int:
     return count
 
 
-def read_intermediates(directory: str, tasks: list, outcome_sink: list) -> Iterator[tuple[str, dict[str, Any]]]:
+def read_intermediates(
+    directory: str, tasks: list[Task], outcome_sink: list[Outcome]
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields the kept examples of `tasks` in task order from complete shards; outcomes go to the sink."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
     count = check_complete(directory)
     wanted = {t.clip_id for t in tasks}
     where: dict[str, tuple[int, int]] = {}
@@ -136,7 +137,7 @@ def read_intermediates(directory: str, tasks: list, outcome_sink: list) -> Itera
                 if row["clip_id"] not in wanted:
                     continue
                 record = row.pop("record", None)
-                outcome = report_lib.outcome_from_json(row)
+                outcome = Outcome.from_json(row)
                 outcome_sink.append(outcome)
                 if outcome.kept:
                     where[outcome.clip_id] = (index, record)

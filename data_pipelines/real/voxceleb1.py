@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.real.builder import RealTalkBuilder, Task
+from data_pipelines.real.builder import RealTalkBuilder
+from data_pipelines.real.tasks import Task
 
 _SPEAKER = re.compile(r"^id\d{5}$")
 TRIAL_PATTERNS = ("veri_test*.txt", "list_test_*.txt")

@@ -6,7 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from data_pipelines.real.builder import RealTalkBuilder, Task
+from data_pipelines.real.builder import RealTalkBuilder
+from data_pipelines.real.tasks import Task
 
 SPLIT_DIRS = {"dev": "train", "test": "test"}
 _SPEAKER = re.compile(r"^id\d{5}$")

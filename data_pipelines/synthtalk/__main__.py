@@ -12,6 +12,10 @@ import sys
 
 from absl import app, flags
 
+from data_pipelines.synthtalk import builder
+from data_pipelines.synthtalk.preview import write_preview
+from data_pipelines.synthtalk.specs import parse_name, variant
+
 _VARIANT = flags.DEFINE_string("variant", "voxceleb_like_tiny", "<kind>_<size>[_seed<N>], e.g. mead_like_default")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory (build)")
 _WORKERS = flags.DEFINE_integer("workers", 0, "generator processes (build); 0 = one per core")
@@ -25,8 +29,6 @@ _COMMANDS = ("build", "preview", "describe")
 
 
 def _spec():
-    from data_pipelines.synthtalk.specs import parse_name, variant
-
     spec = parse_name(_VARIANT.value)
     if _IMAGE_SIZE.value:
         spec = variant(spec.kind, spec.size, seed=spec.seed, image_size=_IMAGE_SIZE.value)  # named _<N>px
@@ -48,12 +50,8 @@ def main(argv: list[str]) -> int:
 def _run(command: str) -> int:
     spec = _spec()
     if command == "build":
-        from data_pipelines.synthtalk import builder
-
         print(builder.build(spec, _DATA_DIR.value, num_workers=_WORKERS.value))
     elif command == "preview":
-        from data_pipelines.synthtalk.preview import write_preview
-
         speakers = tuple(int(s) for s in _SPEAKERS.value.split(",") if s.strip())
         for name, path in write_preview(spec, _OUT.value, split=_SPLIT.value, speakers=speakers, clip_index=_CLIP.value).items():
             print(f"{name}: {path}")

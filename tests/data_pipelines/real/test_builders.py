@@ -8,16 +8,16 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import datasets, schema
-from data_pipelines.real import builder as builder_lib
-from data_pipelines.real import fixtures
+from data_pipelines import build, datasets, schema
+from data_pipelines.real import fixtures, tasks
+from data_pipelines.real import report as report_lib
 from data_pipelines.windows import MDNClips, decode_frames
 
 FIELDS = set(schema.features().keys())
 
 
 def _check_report(path: str, manifest: dict) -> dict:
-    report = builder_lib.load_report(path)
+    report = report_lib.load_report(path)
     got = {f["path"]: reason for reason, entry in report["skipped"].items() for f in entry["files"]}
     assert got == manifest["expected_skips"]
     for reason, entry in report["skipped"].items():
@@ -45,12 +45,17 @@ def _check_splits(path: str, manifest: dict, read_split) -> dict[str, dict]:
     return by_id
 
 
-def test_voxceleb2_build(raw_root, plain_build, read_split):
-    root = raw_root("voxceleb2")
+def _checked_build(dataset: str, raw_root, plain_build, read_split):
+    """The plain build of a fixture, its report and splits checked against the manifest."""
+    root = raw_root(dataset)
     manifest = fixtures.load_manifest(root)
-    path = plain_build("voxceleb2")
+    path = plain_build(dataset)
     report = _check_report(path, manifest)
-    examples = _check_splits(path, manifest, read_split)
+    return root, manifest, path, report, _check_splits(path, manifest, read_split)
+
+
+def test_voxceleb2_build(raw_root, plain_build, read_split):
+    root, manifest, path, report, examples = _checked_build("voxceleb2", raw_root, plain_build, read_split)
     speakers = datasets.metadata(path)["speakers"]
     assert speakers == sorted(speakers) and "id00016" in speakers  # skipped speakers keep their index
     for clip_id, example in examples.items():
@@ -79,11 +84,7 @@ def test_voxceleb2_clips_feed_the_model_windows(plain_build, read_split):
 
 
 def test_mead_build(raw_root, plain_build, read_split):
-    root = raw_root("mead")
-    manifest = fixtures.load_manifest(root)
-    path = plain_build("mead")
-    _check_report(path, manifest)
-    examples = _check_splits(path, manifest, read_split)
+    _, manifest, _, _, examples = _checked_build("mead", raw_root, plain_build, read_split)
     for clip_id in manifest["other_views"]:
         assert clip_id not in examples  # the front config leaves other views out
     angry = examples["M003/front/angry/level_3/001"]
@@ -94,11 +95,7 @@ def test_mead_build(raw_root, plain_build, read_split):
 
 
 def test_voxceleb1_build_and_trials(raw_root, plain_build, read_split):
-    root = raw_root("voxceleb1")
-    manifest = fixtures.load_manifest(root)
-    path = plain_build("voxceleb1")
-    report = _check_report(path, manifest)
-    examples = _check_splits(path, manifest, read_split)
+    _, manifest, path, report, examples = _checked_build("voxceleb1", raw_root, plain_build, read_split)
     trials = datasets.metadata(path)["trials"]["veri_test"]
     assert len(trials) == manifest["trials"]
     assert trials[2] == [1, "id10271/1gtz-CUIygI/00001", "id10271/1gtz-CUIygI/00002"]  # prefix normalised
@@ -125,7 +122,7 @@ def test_interrupted_build_leaves_no_readable_dataset(raw_root, tmp_path, monkey
     from data_pipelines.real.preprocess import PreprocessOptions
 
     calls = []
-    original = builder_lib.process_task
+    original = tasks.process_task
 
     def dying(*args, **kwargs):
         calls.append(1)
@@ -133,15 +130,15 @@ def test_interrupted_build_leaves_no_readable_dataset(raw_root, tmp_path, monkey
             raise KeyboardInterrupt("simulated kill")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(builder_lib, "process_task", dying)
+    monkeypatch.setattr(tasks, "process_task", dying)
     options = PreprocessOptions(min_frames=20)
     with pytest.raises(KeyboardInterrupt):
         real.prepare("voxceleb1", raw_root("voxceleb1"), str(tmp_path), options=options)
     final = tmp_path / "voxceleb1" / "1.0.0"
-    assert not (final / "dataset_info.json").exists() and not builder_lib.is_built(str(final))
+    assert not (final / "dataset_info.json").exists() and not build.is_built(str(final), report_lib.REPORT_NAME)
     with pytest.raises(FileNotFoundError, match="not a prepared TFDS dataset"):
         datasets.require_prepared(str(final))
-    monkeypatch.setattr(builder_lib, "process_task", original)
+    monkeypatch.setattr(tasks, "process_task", original)
     path = real.prepare("voxceleb1", raw_root("voxceleb1"), str(tmp_path), options=options)
-    assert builder_lib.is_built(path) and sum(datasets.splits(path).values()) == 5
-    assert json.loads((final / builder_lib.REPORT_NAME).read_text())["counts"]["kept"] == 5
+    assert build.is_built(path, report_lib.REPORT_NAME) and sum(datasets.splits(path).values()) == 5
+    assert json.loads((final / report_lib.REPORT_NAME).read_text())["counts"]["kept"] == 5

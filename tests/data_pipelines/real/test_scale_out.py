@@ -11,6 +11,7 @@ import pytest
 
 from data_pipelines import datasets, real
 from data_pipelines.real import builder as builder_lib
+from data_pipelines.real import report as report_lib
 from data_pipelines.real import sharded
 
 OPTIONS_KW = {"min_frames": 20}
@@ -29,7 +30,7 @@ def _assert_same_dataset(a: str, b: str, read_split) -> None:
                 else:
                     np.testing.assert_array_equal(np.asarray(x[key]), np.asarray(y[key]), err_msg=key)
     assert datasets.metadata(a) == datasets.metadata(b)
-    ra, rb = builder_lib.load_report(a), builder_lib.load_report(b)
+    ra, rb = report_lib.load_report(a), report_lib.load_report(b)
     for key in ("counts", "skipped", "notes", "splits", "clips"):
         assert ra[key] == rb[key], key
 
