@@ -29,6 +29,7 @@ import dataclasses
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from data_pipelines.synthtalk.checks import Rule, check_fields, checked, in_range, one_of
 from data_pipelines.synthtalk.face import Camera, check_image_size, project
 
 __all__ = ["Appearance", "HAIR_STYLES", "BACKGROUND_PATTERNS", "render_frames", "sample_appearance"]
@@ -39,42 +40,32 @@ _SS = 4  # polygon supersampling factor per axis (17 coverage levels)
 _TILE_GAP = 6  # pixels between the tiles of a shared mask canvas
 
 RGB = tuple[float, float, float]
+_COLOUR = in_range(0.0, 1.0, shape=(3,))  # sRGB
 
 
 @dataclasses.dataclass(frozen=True)
 class Appearance:
     """Colours (sRGB in [0, 1]) and styles of one speaker and one recording setting."""
 
-    skin_rgb: RGB
-    hair_rgb: RGB
-    brow_rgb: RGB
-    hair_style: str  # one of HAIR_STYLES
+    skin_rgb: RGB = checked(_COLOUR)
+    hair_rgb: RGB = checked(_COLOUR)
+    brow_rgb: RGB = checked(_COLOUR)
+    hair_style: str = checked(one_of(HAIR_STYLES))
     hairline: float  # forehead height: 0 average, +1 high (receding), -1 low
-    iris_rgb: RGB
-    lip_rgb: RGB
-    clothing_rgb: RGB
-    background_rgb: tuple[RGB, RGB]
-    background_pattern: str  # one of BACKGROUND_PATTERNS
+    iris_rgb: RGB = checked(_COLOUR)
+    lip_rgb: RGB = checked(_COLOUR)
+    clothing_rgb: RGB = checked(_COLOUR)
+    background_rgb: tuple[RGB, RGB] = checked(in_range(0.0, 1.0, shape=(2, 3)))  # two colours
+    background_pattern: str = checked(one_of(BACKGROUND_PATTERNS))
     background_angle: float  # radians, direction of the gradient / stripes
     background_seed: int  # places the blobs of the "blobs" pattern
-    light_dir: tuple[float, float, float]  # unit vector toward the light (x right, y down, z to camera)
+    # Unit vector toward the light (x right, y down, z to camera).
+    light_dir: tuple[float, float, float] = checked(
+        Rule(lambda v: abs(np.linalg.norm(v) - 1.0) <= 1e-3, "must be a unit vector")
+    )
 
     def __post_init__(self):
-        if self.hair_style not in HAIR_STYLES:
-            raise ValueError(f"Appearance.hair_style must be one of {HAIR_STYLES}, got {self.hair_style!r}")
-        if self.background_pattern not in BACKGROUND_PATTERNS:
-            raise ValueError(
-                f"Appearance.background_pattern must be one of {BACKGROUND_PATTERNS}, got {self.background_pattern!r}"
-            )
-        for name in ("skin_rgb", "hair_rgb", "brow_rgb", "iris_rgb", "lip_rgb", "clothing_rgb"):
-            value = np.asarray(getattr(self, name), dtype=np.float64)
-            if value.shape != (3,) or not np.all((value >= 0) & (value <= 1)):
-                raise ValueError(f"Appearance.{name} must be 3 floats in [0, 1], got {getattr(self, name)!r}")
-        bg = np.asarray(self.background_rgb, dtype=np.float64)
-        if bg.shape != (2, 3) or not np.all((bg >= 0) & (bg <= 1)):
-            raise ValueError(f"Appearance.background_rgb must be two RGB colours in [0, 1], got {bg.tolist()}")
-        if abs(np.linalg.norm(self.light_dir) - 1.0) > 1e-3:
-            raise ValueError(f"Appearance.light_dir must be a unit vector, got {self.light_dir!r}")
+        check_fields(self)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Named SynthTalk variants: which speakers, how many clips, what size.
 
 A variant is a pure description; everything generated from it is a function of the variant and
-its seed, so two builds of the same variant are byte-identical.
+its seed, so two builds of the same variant hold identical examples.
 
 `voxceleb_like` mimics VoxCeleb2's talking-head crops: many speakers, natural (unlabelled, neutral)
 speech, lively one-to-many head motion. `mead_like` mimics MEAD's front view: fewer speakers, each
@@ -18,6 +18,8 @@ import hashlib
 import re
 
 from data_pipelines.schema import EMOTIONS
+from data_pipelines.synthtalk.checks import Rule, check_fields, checked, one_of
+
 KINDS = ("voxceleb_like", "mead_like")
 SIZES = ("tiny", "default")
 SPLITS = ("train", "validation", "test")
@@ -35,12 +37,15 @@ class VariantSpec:
     train_clips: int
     validation_clips: int
     test_clips: int
-    num_frames: int = 64
-    image_size: int = 128
+    num_frames: int = checked(Rule(lambda n: n >= 8, "must be at least 8"), default=64)
+    image_size: int = checked(one_of((64, 128, 256)), default=128)
     fps: int = 25
     sample_rate: int = 16000
-    seed: int = 0
+    seed: int = checked(Rule(lambda s: s >= 0, "must be non-negative"), default=0)
     jpeg_quality: int = 90
+
+    def __post_init__(self):
+        check_fields(self)
 
     @property
     def name(self) -> str:
@@ -116,14 +121,7 @@ def variant(kind: str, size: str = "tiny", **overrides) -> VariantSpec:
     unknown = set(overrides) - fields
     if unknown:
         raise ValueError(f"unknown SynthTalk variant field(s) {sorted(unknown)}; valid fields: {sorted(fields)}")
-    spec = VariantSpec(kind=kind, size=size, **{**_VARIANTS[(kind, size)], **overrides})
-    if spec.image_size not in (64, 128, 256):
-        raise ValueError(f"image_size must be 64, 128 or 256, got {spec.image_size}")
-    if spec.num_frames < 8:
-        raise ValueError(f"num_frames must be at least 8, got {spec.num_frames}")
-    if spec.seed < 0:
-        raise ValueError(f"seed must be non-negative, got {spec.seed}")
-    return spec
+    return VariantSpec(kind=kind, size=size, **{**_VARIANTS[(kind, size)], **overrides})
 
 
 _NAME = re.compile(r"^(?P<kind>[a-z]+_like)_(?P<size>[a-z]+)(?:_(?P<px>\d+)px)?(?:_seed(?P<seed>\d+))?$")

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import signal
 
 from data_pipelines import schema
+from data_pipelines.synthtalk.checks import Rule, check_fields, checked, in_range
 
 __all__ = [
     "EMOTIONS",
@@ -194,43 +195,30 @@ class Voice:
     (0 disables it), all in adult-male Hz before tract_scale; sibilance scales fricative bands.
     """
 
-    f0_mean: float = 120.0
-    f0_range: float = 4.0
-    tract_scale: float = 1.0
-    breathiness: float = 0.2
-    rate: float = 1.0
-    loudness: float = 0.0
-    jitter: float = 0.005
-    shimmer: float = 0.03
-    tilt: float = 0.0
-    formant_shift: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    upper_formants: tuple[float, float] = (3500.0, 4500.0)
-    sinus_zero: float = 0.0
-    sibilance: float = 1.0
+    f0_mean: float = checked(in_range(30.0, 600.0, "Hz"), default=120.0)
+    f0_range: float = checked(in_range(0.0, 24.0, "semitones"), default=4.0)
+    tract_scale: float = checked(in_range(0.5, 2.0), default=1.0)
+    breathiness: float = checked(in_range(0.0, 1.0), default=0.2)
+    rate: float = checked(in_range(0.2, 5.0), default=1.0)
+    loudness: float = checked(in_range(-40.0, 40.0, "dB"), default=0.0)
+    jitter: float = checked(in_range(0.0, 0.2), default=0.005)
+    shimmer: float = checked(in_range(0.0, 0.5), default=0.03)
+    tilt: float = checked(in_range(-24.0, 24.0, "dB/octave"), default=0.0)
+    formant_shift: tuple[float, float, float, float] = checked(
+        in_range(0.5, 2.0, shape=(4,)), default=(1.0, 1.0, 1.0, 1.0)
+    )
+    upper_formants: tuple[float, float] = checked(
+        Rule(lambda f: len(f) == 2 and 2500.0 <= f[0] < f[1] <= 6000.0,
+             "must be (F4, F5) with 2500 <= F4 < F5 <= 6000 Hz"),
+        default=(3500.0, 4500.0),
+    )
+    sinus_zero: float = checked(
+        Rule(lambda f: f == 0.0 or 2500.0 <= f <= 6000.0, "must be 0 (none) or in [2500, 6000] Hz"), default=0.0
+    )
+    sibilance: float = checked(in_range(0.5, 2.0), default=1.0)
 
     def __post_init__(self):
-        checks = (
-            (30.0 <= self.f0_mean <= 600.0, "f0_mean", "must be in [30, 600] Hz"),
-            (0.0 <= self.f0_range <= 24.0, "f0_range", "must be in [0, 24] semitones"),
-            (0.5 <= self.tract_scale <= 2.0, "tract_scale", "must be in [0.5, 2]"),
-            (0.0 <= self.breathiness <= 1.0, "breathiness", "must be in [0, 1]"),
-            (0.2 <= self.rate <= 5.0, "rate", "must be in [0.2, 5]"),
-            (-40.0 <= self.loudness <= 40.0, "loudness", "must be in [-40, 40] dB"),
-            (0.0 <= self.jitter <= 0.2, "jitter", "must be in [0, 0.2]"),
-            (0.0 <= self.shimmer <= 0.5, "shimmer", "must be in [0, 0.5]"),
-            (-24.0 <= self.tilt <= 24.0, "tilt", "must be in [-24, 24] dB/octave"),
-            (len(self.formant_shift) == 4 and all(0.5 <= s <= 2.0 for s in self.formant_shift),
-             "formant_shift", "must be four multipliers in [0.5, 2]"),
-            (len(self.upper_formants) == 2
-             and 2500.0 <= self.upper_formants[0] < self.upper_formants[1] <= 6000.0,
-             "upper_formants", "must be (F4, F5) with 2500 <= F4 < F5 <= 6000 Hz"),
-            (self.sinus_zero == 0.0 or 2500.0 <= self.sinus_zero <= 6000.0, "sinus_zero",
-             "must be 0 (none) or in [2500, 6000] Hz"),
-            (0.5 <= self.sibilance <= 2.0, "sibilance", "must be in [0.5, 2]"),
-        )
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(f"Voice.{name}={getattr(self, name)!r} {rule}")
+        check_fields(self)
 
 
 def sample_voice(rng: np.random.Generator, sex: str | None = None) -> Voice:
@@ -274,29 +262,17 @@ class Prosody:
     (creaky voice); tilt_db adds to the source tilt (>0: tense, bright; <0: lax, dark).
     """
 
-    f0_shift: float = 0.0
-    f0_range_scale: float = 1.0
-    energy_db: float = 0.0
-    rate_scale: float = 1.0
-    breathiness_add: float = 0.0
-    tremor: float = 0.0
-    jitter_scale: float = 1.0
-    tilt_db: float = 0.0
+    f0_shift: float = checked(in_range(-24.0, 24.0, "semitones"), default=0.0)
+    f0_range_scale: float = checked(in_range(0.0, 5.0), default=1.0)
+    energy_db: float = checked(in_range(-40.0, 40.0, "dB"), default=0.0)
+    rate_scale: float = checked(in_range(0.2, 5.0), default=1.0)
+    breathiness_add: float = checked(in_range(-1.0, 1.0), default=0.0)
+    tremor: float = checked(in_range(0.0, 3.0, "semitones"), default=0.0)
+    jitter_scale: float = checked(in_range(0.0, 10.0), default=1.0)
+    tilt_db: float = checked(in_range(-24.0, 24.0, "dB/octave"), default=0.0)
 
     def __post_init__(self):
-        checks = (
-            (-24.0 <= self.f0_shift <= 24.0, "f0_shift", "must be in [-24, 24] semitones"),
-            (0.0 <= self.f0_range_scale <= 5.0, "f0_range_scale", "must be in [0, 5]"),
-            (-40.0 <= self.energy_db <= 40.0, "energy_db", "must be in [-40, 40] dB"),
-            (0.2 <= self.rate_scale <= 5.0, "rate_scale", "must be in [0.2, 5]"),
-            (-1.0 <= self.breathiness_add <= 1.0, "breathiness_add", "must be in [-1, 1]"),
-            (0.0 <= self.tremor <= 3.0, "tremor", "must be in [0, 3] semitones"),
-            (0.0 <= self.jitter_scale <= 10.0, "jitter_scale", "must be in [0, 10]"),
-            (-24.0 <= self.tilt_db <= 24.0, "tilt_db", "must be in [-24, 24] dB/octave"),
-        )
-        for ok, name, rule in checks:
-            if not ok:
-                raise ValueError(f"Prosody.{name}={getattr(self, name)!r} {rule}")
+        check_fields(self)
 
 
 # Emotion effects at intensity 3 (intensities 1 and 2 take a fraction of them). Directions follow

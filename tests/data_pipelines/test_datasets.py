@@ -21,7 +21,7 @@ def test_synthtalk_variant_resolves_to_its_existing_build(tiny_voxceleb):
 
 
 def test_bad_synthtalk_variants_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="image_size must be 64, 128 or 256"):
+    with pytest.raises(ValueError, match=r"image_size=32 must be one of \(64, 128, 256\)"):
         datasets.dataset_dir(_data(variant="voxceleb_like_tiny_32px_seed3", dir=str(tmp_path)))
     with pytest.raises(ValueError, match="unknown SynthTalk variant 'nonsense_tiny'"):
         datasets.dataset_dir(_data(variant="nonsense_tiny", dir=str(tmp_path)))
