@@ -19,29 +19,30 @@ same with `full_` for the reference sizes. Any preset takes --config.model.compo
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
-from configs._base import apply_schedule, base_config, select_preset
-from configs.sfe import FULL_SIZES, TINY_SIZES
+from configs._base import apply_schedule, preset_base_config
+from macl_jax.models.speech import SpeechSizes
 
-SPEECH_FIELDS = ("encoder_channels", "gru_hidden", "slots", "slot_dim", "head_hidden")
-
-
-def _speech(sizes: dict) -> dict:
-    return {k: sizes[k] for k in SPEECH_FIELDS}
+# The SFE presets' speech sizes (tiny and cpu: SpeechSizes.tiny(); full: the reference's), so an
+# SFE run of the same preset initialises the speech branch.
+TINY_SPEECH = dataclasses.asdict(SpeechSizes.tiny())
+FULL_SPEECH = dataclasses.asdict(SpeechSizes())
 
 
 _BASE = {
     "tiny": dict(
-        speech=_speech(TINY_SIZES), variant="voxceleb_like_tiny", steps=6, batch=4, lr=1e-3, every=3, log_every=1,
+        speech=TINY_SPEECH, variant="voxceleb_like_tiny", steps=6, batch=4, lr=1e-3, every=3, log_every=1,
         eval_batch=8, head_dropout=0.1, plot_clips=1,
     ),
     "cpu": dict(
-        speech=_speech(TINY_SIZES), variant="voxceleb_like_default_64px", steps=1000, batch=16, lr=1e-3, every=250,
+        speech=TINY_SPEECH, variant="voxceleb_like_default_64px", steps=1000, batch=16, lr=1e-3, every=250,
         log_every=50, eval_batch=48, head_dropout=0.1, plot_clips=4,
     ),
     "full": dict(
-        speech=_speech(FULL_SIZES), variant="voxceleb_like_default_256px", steps=300_000, batch=16, lr=1e-4,
+        speech=FULL_SPEECH, variant="voxceleb_like_default_256px", steps=300_000, batch=16, lr=1e-4,
         every=5000, log_every=100, eval_batch=16, head_dropout=0.8, plot_clips=8,
     ),
 }
@@ -50,10 +51,7 @@ PRESETS = dict(_BASE) | {f"{base}_{name}": {**_BASE[base], **change} for base in
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    name = select_preset(arg, PRESETS, "tiny")
-    preset = PRESETS[name]
-    config = base_config("mdn")
-    config.preset = name
+    config, preset = preset_base_config("mdn", arg, PRESETS, "tiny")
     config.model = ml_collections.ConfigDict(
         {
             **preset["speech"],
@@ -124,7 +122,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The reference keeps the checkpoint with the lowest validation mouth distance.
     config.checkpoint.best_metric = "eval/validation/m_lmd"
     config.checkpoint.best_mode = "min"
-    config.data.variant = preset["variant"]
     config.eval.global_batch_size = preset["eval_batch"]
     # Metrics are in pixels of a 256 px crop: the stored frame size is scaled up (0 = automatic).
     config.eval.pixel_scale = 0.0

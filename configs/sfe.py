@@ -20,14 +20,12 @@ import dataclasses
 
 import ml_collections
 
-from configs._base import apply_schedule, base_config, select_preset
+from configs._base import apply_schedule, preset_base_config
 from macl_jax.models.sfe import SFESizes
 
 def _sizes(sizes: SFESizes) -> dict:
     """The model section's size fields (dropout is set separately)."""
-    fields = dataclasses.asdict(sizes)
-    fields.pop("dropout")
-    return fields
+    return {**dataclasses.asdict(sizes.speech), "video_widths": sizes.video_widths, "head_pooling": sizes.head_pooling}
 
 
 TINY_SIZES = _sizes(SFESizes.tiny())
@@ -56,10 +54,7 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    name = select_preset(arg, PRESETS, "tiny")
-    preset = PRESETS[name]
-    config = base_config("sfe")
-    config.preset = name
+    config, preset = preset_base_config("sfe", arg, PRESETS, "tiny")
     config.model = ml_collections.ConfigDict({**preset["sizes"], "dropout": preset.get("dropout", 0.5), "memory": "cs"})
     # frame_size > 0 decodes the stored frames at that size (0: as stored).
     config.windows = ml_collections.ConfigDict({"num_steps": preset["num_steps_window"], "stride": 3, "frame_size": 0})
@@ -109,7 +104,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     config.checkpoint.best_metric = "eval/validation/selection_score"
     config.checkpoint.best_mode = "max"
-    config.data.variant = preset["variant"]
     config.eval.global_batch_size = preset["eval_batch"]
     # Identity retrieval: groups of `identity_group` different speakers, one clip each, averaged
     # over `identity_rounds` fixed-seed draws (chance 1/group; macl_jax/evals/sfe.py).

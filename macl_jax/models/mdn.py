@@ -21,13 +21,21 @@ likelihood is sensitive to rounding).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from macl_jax.losses.mdn_nll import GROUPS_A, GROUPS_TT
-from macl_jax.models.speech import SpeechBranch, apply_batch_norm, batch_norm, check_dropout_rngs, kaiming_normal_fan_out
+from macl_jax.models.speech import (
+    SpeechBranch,
+    SpeechSizes,
+    apply_batch_norm,
+    batch_norm,
+    check_dropout_rngs,
+    kaiming_normal_fan_out,
+)
 
 NUM_POINTS = 68
 LANDMARK_DIMS = 2 * NUM_POINTS
@@ -46,13 +54,10 @@ def output_dims(regression: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class MDNSizes:
-    """Widths of the MDN. The speech fields mirror `SFESizes` (docs/decisions.md#d1-mdn-speech-branch)."""
+    """Widths of the MDN. `speech` is the SFE's (docs/decisions.md#d1-mdn-speech-branch), so an SFE
+    checkpoint initialises the speech branch."""
 
-    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    gru_hidden: int = 512
-    slots: int = 512
-    slot_dim: int = 128
-    head_hidden: int = 128
+    speech: SpeechSizes = SpeechSizes()
     memory: str = "cs"
     speech_dropout: float = 0.0
     components: int = 3
@@ -71,7 +76,6 @@ class MDNSizes:
     zero_pose_init: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
         if self.regression not in REGRESSIONS:
             raise ValueError(f"regression must be one of {REGRESSIONS} (tt = aligned + rigid pose, a = direct), got {self.regression!r}")
         if self.sigma not in ("isotropic", "diagonal", "shared"):
@@ -85,6 +89,25 @@ class MDNSizes:
             )
         if self.zero_pose_init and self.regression != "tt":
             raise ValueError("zero_pose_init applies to regression 'tt' only (f_a has no pose columns); set --config.model.zero_pose_init=False")
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any]) -> "MDNSizes":
+        """The sizes named in a config's `model` section."""
+        # f_a sees the pose in its reference landmarks already, and has no pose columns.
+        pose_columns = model["regression"] == "tt"
+        return cls(
+            speech=SpeechSizes.from_config(model),
+            memory=model["memory"],
+            speech_dropout=model["speech_dropout"],
+            components=model["components"],
+            reference_embed=model["reference_embed"],
+            head_dropout=model["head_dropout"],
+            feature_norm=model["feature_norm"],
+            regression=model["regression"],
+            sigma=model["sigma"],
+            reference_pose=model["reference_pose"] and pose_columns,
+            zero_pose_init=model["zero_pose_init"] and pose_columns,
+        )
 
     @property
     def dims(self) -> int:
@@ -136,26 +159,18 @@ class LandmarkMDN(nnx.Module):
 
     def __init__(self, sizes: MDNSizes, *, dtype: jnp.dtype = jnp.float32, param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         self.speech = SpeechBranch(
-            encoder_channels=sizes.encoder_channels,
-            gru_hidden=sizes.gru_hidden,
-            slots=sizes.slots,
-            slot_dim=sizes.slot_dim,
-            memory=sizes.memory,
-            head_hidden=sizes.head_hidden,
-            dropout=sizes.speech_dropout,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
+            sizes.speech, memory=sizes.memory, dropout=sizes.speech_dropout, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
+        slot_dim = sizes.speech.slot_dim
         if sizes.feature_norm:
-            self.identity_norm = batch_norm(sizes.slot_dim, rngs=rngs, param_dtype=param_dtype)
-            self.content_norm = batch_norm(sizes.slot_dim, rngs=rngs, param_dtype=param_dtype)
+            self.identity_norm = batch_norm(slot_dim, rngs=rngs, param_dtype=param_dtype)
+            self.content_norm = batch_norm(slot_dim, rngs=rngs, param_dtype=param_dtype)
         self.reference = _linear(LANDMARK_DIMS, sizes.reference_embed, rngs)
         if sizes.reference_pose:
             # Radians and offsets are an order of magnitude smaller than the landmark coordinates.
             self.pose_norm = batch_norm(POSE_DIMS, rngs=rngs, param_dtype=param_dtype)
             self.pose = _linear(POSE_DIMS, sizes.reference_embed, rngs)
-        self.head = MixtureHead(2 * sizes.slot_dim + sizes.reference_embed, sizes, rngs=rngs)
+        self.head = MixtureHead(2 * slot_dim + sizes.reference_embed, sizes, rngs=rngs)
         self.sizes = sizes
 
     def __call__(

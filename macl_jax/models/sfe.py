@@ -9,12 +9,13 @@ module only produces their float32 inputs.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from macl_jax.models.speech import SpeechBranch
+from macl_jax.models.speech import SpeechBranch, SpeechSizes
 from macl_jax.models.video3d import REFERENCE_FRAME_PX, ResNet2d3d, VisualHead
 
 
@@ -22,18 +23,13 @@ from macl_jax.models.video3d import REFERENCE_FRAME_PX, ResNet2d3d, VisualHead
 class SFESizes:
     """Widths of every SFE part; `full()` is the reference model, `tiny()` a CPU-sized one."""
 
-    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    gru_hidden: int = 512
-    slots: int = 512
-    slot_dim: int = 128
-    head_hidden: int = 128
+    speech: SpeechSizes = SpeechSizes()
     video_widths: tuple[int, ...] = (64, 128, 256, 256)
     head_pooling: str = "reference"
     dropout: float = 0.5
 
     def __post_init__(self):
-        # Tuples, so that sizes read from a config (lists) stay hashable for jit static arguments.
-        object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
+        # A tuple, so that sizes read from a config (lists) stay hashable for jit static arguments.
         object.__setattr__(self, "video_widths", tuple(int(c) for c in self.video_widths))
 
     @classmethod
@@ -44,14 +40,16 @@ class SFESizes:
     @classmethod
     def tiny(cls) -> "SFESizes":
         """CPU sizes: any frame size (global-pooling visual heads)."""
+        return cls(speech=SpeechSizes.tiny(), video_widths=(16, 32, 64, 64), head_pooling="global")
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any]) -> "SFESizes":
+        """The sizes named in a config's `model` section."""
         return cls(
-            encoder_channels=(8, 16, 32, 64, 128),
-            gru_hidden=64,
-            slots=64,
-            slot_dim=32,
-            head_hidden=64,
-            video_widths=(16, 32, 64, 64),
-            head_pooling="global",
+            speech=SpeechSizes.from_config(model),
+            video_widths=model["video_widths"],
+            head_pooling=model["head_pooling"],
+            dropout=model["dropout"],
         )
 
 
@@ -72,20 +70,12 @@ class SpeechFeatureExtractor(nnx.Module):
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.speech = SpeechBranch(
-            encoder_channels=sizes.encoder_channels,
-            gru_hidden=sizes.gru_hidden,
-            slots=sizes.slots,
-            slot_dim=sizes.slot_dim,
-            memory=memory,
-            head_hidden=sizes.head_hidden,
-            dropout=sizes.dropout,
-            **kw,
-        )
+        self.speech = SpeechBranch(sizes.speech, memory=memory, dropout=sizes.dropout, **kw)
         self.backbone = ResNet2d3d(sizes.video_widths, **kw)
         head = dict(pooling=sizes.head_pooling, dropout=sizes.dropout, **kw)
-        self.video_content_head = VisualHead(self.backbone.out_features, sizes.slot_dim, sizes.slot_dim, **head)
-        self.video_identity_head = VisualHead(self.backbone.out_features, sizes.slot_dim, sizes.slot_dim, **head)
+        width = sizes.speech.slot_dim
+        self.video_content_head = VisualHead(self.backbone.out_features, width, width, **head)
+        self.video_identity_head = VisualHead(self.backbone.out_features, width, width, **head)
         self.sizes = sizes
 
     def encode_audio(self, audio: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> dict[str, jax.Array]:

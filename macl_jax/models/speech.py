@@ -11,8 +11,9 @@ contrastive losses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,37 @@ xavier_normal: Initializer = variance_scaling(1.0, "fan_avg", "normal")
 
 MEMORY_VARIANTS = ("cs", "w", "wo")
 MEL_WINDOW = (20, 80)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechSizes:
+    """Widths of the speech branch. The SFE and the MDN both hold one, so an SFE checkpoint fits an
+    MDN of the same speech sizes (docs/decisions.md#d1-mdn-speech-branch); the defaults are the
+    reference's, `tiny()` a CPU-sized branch."""
+
+    encoder_channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    gru_hidden: int = 512
+    slots: int = 512
+    slot_dim: int = 128
+    head_hidden: int = 128
+
+    def __post_init__(self):
+        # A tuple, so that sizes read from a config (lists) stay hashable for jit static arguments.
+        object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
+        if len(self.encoder_channels) != 5 or min(self.encoder_channels) < 1:
+            raise ValueError(
+                f"encoder_channels must be 5 positive widths, one per WavEncoder stage (reference: 16,32,64,128,256), "
+                f"got {self.encoder_channels}"
+            )
+
+    @classmethod
+    def tiny(cls) -> "SpeechSizes":
+        return cls(encoder_channels=(8, 16, 32, 64, 128), gru_hidden=64, slots=64, slot_dim=32, head_hidden=64)
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any]) -> "SpeechSizes":
+        """The speech sizes of a config's `model` section (the SFE's and the MDN's name them alike)."""
+        return cls(**{field.name: model[field.name] for field in dataclasses.fields(cls)})
 
 
 class MemorySlots(nnx.Param):
@@ -130,21 +162,17 @@ class _ConvUnit(nnx.Module):
 
 class WavEncoder(nnx.Module):
     """The 9 conv units of the reference `WavEncoder` (docs/decisions.md#sfe-architecture): a (20, 80)
-    mel window -> one `channels[-1]`-d vector."""
+    mel window -> one `channels[-1]`-d vector. `channels` are the five stage widths
+    (`SpeechSizes.encoder_channels`, checked there)."""
 
     def __init__(
         self,
-        channels: Sequence[int] = (16, 32, 64, 128, 256),
+        channels: Sequence[int] = SpeechSizes.encoder_channels,
         *,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        channels = tuple(int(c) for c in channels)
-        if len(channels) != 5 or min(channels) < 1:
-            raise ValueError(
-                f"WavEncoder channels must be 5 positive widths (reference: 16,32,64,128,256), got {channels}"
-            )
         c1, c2, c3, c4, c5 = channels
         # (in, out, kernel, stride, padding, residual); spatial sizes 20x80 -> 10x20 -> 5x10 -> 3x5 -> 1x1.
         spec = [
@@ -349,13 +377,9 @@ class SpeechBranch(nnx.Module):
 
     def __init__(
         self,
+        sizes: SpeechSizes = SpeechSizes(),
         *,
-        encoder_channels: Sequence[int] = (16, 32, 64, 128, 256),
-        gru_hidden: int = 512,
-        slots: int = 512,
-        slot_dim: int = 128,
         memory: str = "cs",
-        head_hidden: int = 128,
         dropout: float = 0.5,
         dtype: jnp.dtype = jnp.float32,
         param_dtype: jnp.dtype = jnp.float32,
@@ -367,9 +391,10 @@ class SpeechBranch(nnx.Module):
                 f"memory must be one of {MEMORY_VARIANTS} (cs = two banks, w = one bank, wo = none), got {memory!r}"
             )
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.encoder = WavEncoder(encoder_channels, **kw)
-        self.gru = BiGRU(self.encoder.out_features, gru_hidden, kernel_init=gru_kernel_init, **kw)
-        features = 2 * gru_hidden
+        self.encoder = WavEncoder(sizes.encoder_channels, **kw)
+        self.gru = BiGRU(self.encoder.out_features, sizes.gru_hidden, kernel_init=gru_kernel_init, **kw)
+        features = 2 * sizes.gru_hidden
+        slots, slot_dim, head_hidden = sizes.slots, sizes.slot_dim, sizes.head_hidden
         self.memory = memory
         if memory == "wo":
             self.content_proj = AddressingHead(features, head_hidden, slot_dim, dropout, **kw)

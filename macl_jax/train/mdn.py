@@ -60,25 +60,7 @@ class MDNInitError(ValueError):
 
 
 def model_sizes(config: Any) -> MDNSizes:
-    m = config.model
-    return MDNSizes(
-        encoder_channels=tuple(m.encoder_channels),
-        gru_hidden=int(m.gru_hidden),
-        slots=int(m.slots),
-        slot_dim=int(m.slot_dim),
-        head_hidden=int(m.head_hidden),
-        memory=str(m.memory),
-        speech_dropout=float(m.speech_dropout),
-        components=int(m.components),
-        reference_embed=int(m.reference_embed),
-        head_dropout=float(m.head_dropout),
-        feature_norm=bool(m.feature_norm),
-        regression=str(m.regression),
-        sigma=str(m.sigma),
-        # f_a sees the pose in its reference landmarks already.
-        reference_pose=bool(m.reference_pose) and str(m.regression) == "tt",
-        zero_pose_init=bool(m.zero_pose_init) and str(m.regression) == "tt",
-    )
+    return MDNSizes.from_config(config.model)
 
 
 def check_config(config: Any) -> None:

@@ -47,17 +47,7 @@ class SFEPretraining(nnx.Module):
 
 
 def model_sizes(config: Any) -> SFESizes:
-    m = config.model
-    return SFESizes(
-        encoder_channels=tuple(m.encoder_channels),
-        gru_hidden=int(m.gru_hidden),
-        slots=int(m.slots),
-        slot_dim=int(m.slot_dim),
-        head_hidden=int(m.head_hidden),
-        video_widths=tuple(m.video_widths),
-        head_pooling=str(m.head_pooling),
-        dropout=float(m.dropout),
-    )
+    return SFESizes.from_config(config.model)
 
 
 def steps_per_epoch(config: Any) -> int:

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from macl_jax.config import load_config
 from macl_jax.models.mdn import LandmarkMDN, MDNSizes
 from macl_jax.models.sfe import SFESizes
+from macl_jax.models.speech import SpeechSizes
 
 # docs/decisions.md#parameter-counts with docs/decisions.md#d1-mdn-speech-branch:
 # WavEncoder 786,480 + Bi-GRU(512) 2,365,440 + two addressing
@@ -14,15 +16,15 @@ from macl_jax.models.sfe import SFESizes
 D1_TOTAL_SHARED_SIGMA = 786_480 + 2_365_440 + 394_496 + 131_072 + 512 + (247_399 - 128)
 
 
+SMALL_SPEECH = SpeechSizes(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8)
+
+
 def _count(model) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def _full_sizes(**kw) -> MDNSizes:
-    s = SFESizes.full()
-    return MDNSizes(
-        encoder_channels=s.encoder_channels, gru_hidden=s.gru_hidden, slots=s.slots, slot_dim=s.slot_dim, head_hidden=s.head_hidden, **kw
-    )
+    return MDNSizes(speech=SFESizes.full().speech, **kw)
 
 
 def test_full_size_parameter_count_matches_the_spec():
@@ -36,10 +38,7 @@ def test_full_size_parameter_count_matches_the_spec():
 @pytest.mark.parametrize("regression,dims", [("tt", 139), ("a", 136)])
 @pytest.mark.parametrize("sigma,columns", [("isotropic", None), ("diagonal", "dims"), ("shared", 1)])
 def test_output_shapes(regression, dims, sigma, columns):
-    sizes = MDNSizes(
-        encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, components=2,
-        reference_embed=4, regression=regression, sigma=sigma,
-    )
+    sizes = MDNSizes(speech=SMALL_SPEECH, components=2, reference_embed=4, regression=regression, sigma=sigma)
     model = LandmarkMDN(sizes, rngs=nnx.Rngs(0))
     out = model(jnp.zeros((3, 7, 20, 80)), jnp.zeros((3, 68, 2)), train=False)
     groups = 3 if regression == "tt" else 1
@@ -52,7 +51,7 @@ def test_output_shapes(regression, dims, sigma, columns):
 
 
 def test_reference_landmarks_change_the_output_and_bad_shapes_are_refused():
-    sizes = MDNSizes(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4)
+    sizes = MDNSizes(speech=SMALL_SPEECH, reference_embed=4)
     model = LandmarkMDN(sizes, rngs=nnx.Rngs(0))
     audio = jax.random.uniform(jax.random.key(1), (2, 5, 20, 80))
     a = model(audio, jnp.zeros((2, 68, 2)), train=False)["mu"]
@@ -65,7 +64,7 @@ def test_reference_landmarks_change_the_output_and_bad_shapes_are_refused():
 
 
 def test_reference_pose_conditioning_changes_the_output_and_needs_the_pose():
-    small = dict(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4)
+    small = dict(speech=SMALL_SPEECH, reference_embed=4)
     plain = LandmarkMDN(MDNSizes(**small), rngs=nnx.Rngs(0))
     model = LandmarkMDN(MDNSizes(**small, reference_pose=True), rngs=nnx.Rngs(0))
     # BN(3) and Linear(3 -> 4) on top of the plain model.
@@ -83,7 +82,7 @@ def test_reference_pose_conditioning_changes_the_output_and_needs_the_pose():
 
 
 def test_zero_pose_init_starts_from_the_static_head():
-    small = dict(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=8, slots=6, slot_dim=8, head_hidden=8, reference_embed=4, components=3)
+    small = dict(speech=SMALL_SPEECH, reference_embed=4, components=3)
     audio = jax.random.uniform(jax.random.key(1), (2, 5, 20, 80))
     reference = jax.random.normal(jax.random.key(2), (2, 68, 2))
     zero = LandmarkMDN(MDNSizes(**small, zero_pose_init=True), rngs=nnx.Rngs(0))(audio, reference, train=False)["mu"]
@@ -93,3 +92,17 @@ def test_zero_pose_init_starts_from_the_static_head():
     np.testing.assert_array_equal(np.asarray(zero[..., :136]), np.asarray(kaiming[..., :136]))
     with pytest.raises(ValueError, match="zero_pose_init"):
         MDNSizes(**small, regression="a", zero_pose_init=True)
+
+
+def test_sizes_from_the_configs_share_the_sfe_speech_sizes():
+    """Each MDN preset reads the speech sizes of the SFE preset it is initialised from; f_a drops the
+    pose settings that only f_tt has."""
+    for mdn_preset, sfe_preset in (("tiny", "tiny"), ("cpu", "cpu"), ("full", "full")):
+        mdn = MDNSizes.from_config(load_config(f"configs/mdn.py:{mdn_preset}").model)
+        sfe = SFESizes.from_config(load_config(f"configs/sfe.py:{sfe_preset}").model)
+        assert mdn.speech == sfe.speech, mdn_preset
+    assert SFESizes.from_config(load_config("configs/sfe.py:full").model) == SFESizes.full()
+    tt = MDNSizes.from_config(load_config("configs/mdn.py:cpu").model)
+    fa = MDNSizes.from_config(load_config("configs/mdn.py:cpu_fa").model)
+    assert tt.reference_pose and tt.zero_pose_init
+    assert fa.regression == "a" and not fa.reference_pose and not fa.zero_pose_init

@@ -121,7 +121,7 @@ def test_tiny_preset_forward_under_jit():
     audio = jnp.asarray(rng.uniform(size=(2, 4, 20, 80)), jnp.float32)
     frames = jnp.asarray(rng.normal(size=(2, 4, 5, 48, 48, 3)), jnp.float32)
     out, new_state = train_forward(state, audio, frames, jax.random.key(1))
-    C, k = sizes.slot_dim, sizes.slots
+    C, k = sizes.speech.slot_dim, sizes.speech.slots
     assert {key: v.shape for key, v in out.items()} == {
         "audio_content": (2, 4, C),
         "audio_identity": (2, 4, C),

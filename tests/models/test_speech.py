@@ -11,6 +11,7 @@ from macl_jax.models.speech import (
     MemoryBank,
     MemorySlots,
     SpeechBranch,
+    SpeechSizes,
     WavEncoder,
     variance_scaling,
 )
@@ -155,12 +156,12 @@ def test_full_speech_branch_counts_match_spec():
     assert n_params(branch) == 786_480 + 2_365_440 + 394_496 + 131_072
 
 
-SMALL = dict(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=6, slots=5, slot_dim=3, head_hidden=7)
+SMALL = SpeechSizes(encoder_channels=(4, 4, 4, 4, 8), gru_hidden=6, slots=5, slot_dim=3, head_hidden=7)
 
 
 @pytest.mark.parametrize("memory", ["cs", "w", "wo"])
 def test_memory_variants_build_run_and_differ_by_the_memory(memory):
-    branch = SpeechBranch(memory=memory, rngs=nnx.Rngs(0), **SMALL)
+    branch = SpeechBranch(SMALL, memory=memory, rngs=nnx.Rngs(0))
     audio = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 20, 80)), jnp.float32)
     out = branch(audio, train=True, rngs=nnx.Rngs(dropout=1))
     assert out["content"].shape == out["identity"].shape == (2, 3, 3)
@@ -188,7 +189,14 @@ def test_memory_variants_build_run_and_differ_by_the_memory(memory):
 
 def test_speech_branch_rejects_unknown_memory_and_bad_audio():
     with pytest.raises(ValueError, match="cs, w|'cs', 'w'"):
-        SpeechBranch(memory="both", rngs=nnx.Rngs(0), **SMALL)
-    branch = abstract(lambda r: SpeechBranch(memory="cs", **SMALL, rngs=r))
+        SpeechBranch(SMALL, memory="both", rngs=nnx.Rngs(0))
+    branch = abstract(lambda r: SpeechBranch(SMALL, memory="cs", rngs=r))
     with pytest.raises(ValueError, match="20, 80"):
         branch(jnp.zeros((2, 20, 80)), train=False)
+
+
+def test_speech_sizes_refuse_encoder_widths_the_wav_encoder_cannot_take():
+    for channels in [(4, 4, 4, 4), (4, 4, 0, 4, 8)]:
+        with pytest.raises(ValueError, match="5 positive widths"):
+            SpeechSizes(encoder_channels=channels)
+    assert SpeechSizes(encoder_channels=[4, 4, 4, 4, 8]).encoder_channels == (4, 4, 4, 4, 8)
