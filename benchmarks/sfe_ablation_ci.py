@@ -22,6 +22,7 @@ import numpy as np
 from macl_jax.config import recorded_config
 from data_pipelines import datasets
 from data_pipelines.windows import SFEWindows
+from macl_jax.evals.sfe import split_labels, verification_trials
 from macl_jax.evals.stage import restore_state
 from macl_jax.evals.trials import cosine_scores, trial_indices
 from macl_jax.metrics.verification import paired_speaker_bootstrap
@@ -40,9 +41,9 @@ def scores(workdir: Path, checkpoint: str, split: str):
     source = datasets.clip_source(directory, split)
     rows = [window(source[i], np.random.default_rng(0))["audio"] for i in range(len(source))]
     embeddings = np.concatenate([np.asarray(encode(state, jnp.asarray(np.stack(rows[i : i + 16])))) for i in range(0, len(rows), 16)])
-    utterances, trials = sfe.verification_trials(config, directory, split)
+    utterances, trials = verification_trials(config, directory, split)
     enrol, test, labels = trial_indices(trials, utterances)
-    speakers = np.asarray(sfe.split_labels(directory, split)[1])
+    speakers = np.asarray(split_labels(directory, split)[1])
     return cosine_scores(embeddings, enrol, test), labels, speakers[enrol], speakers[test], step
 
 

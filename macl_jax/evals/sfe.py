@@ -18,18 +18,26 @@ speaker verification from audio identity embeddings (paper Table 1 and Table 3).
 time-mean of its audio identity features; trials are scored by cosine similarity and summarised
 by EER and minDCF (p_target 0.01 and 0.05). `SFERetrieval` computes the same verification
 figures when given trials, so a held-out SynthTalk split needs a single pass.
+
+`build_evaluators` chooses them from the config: retrieval on `validation` and, with trials, on
+`eval.verification_split`; `audio_verification` scores an audio-only split. The model enters as an
+`Encode` function (the trainer's `encoder`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from macl_jax.evals.sharded import MEAN, POOL
-from macl_jax.evals.trials import Trial, cosine_scores, trial_indices
+from data_pipelines import datasets
+from data_pipelines.schema import as_text
+from data_pipelines.windows import EvaluationWindows, SFEWindows
+from macl_jax.evals.sharded import MEAN, POOL, ShardedEval
+from macl_jax.evals.trials import Trial, cosine_scores, make_trials, read_trials, trial_indices, utterance_key
 from macl_jax.losses.contrastive import diagonal_topk_accuracy, normalize, sync_contrastive_loss
 from macl_jax.metrics.verification import equal_error_rate, min_dcf
 
@@ -174,3 +182,74 @@ class SpeakerVerification:
 
     def finalize(self, reduced: dict[str, Any]) -> dict[str, float]:
         return verification_metrics(reduced["audio_identity"], self._utterances, self._trials)
+
+
+@functools.lru_cache(maxsize=8)
+def split_labels(directory: str, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(clip ids, speaker ids) of a split, in source order."""
+    source = datasets.clip_source(directory, split)
+    rows = [source[i] for i in range(len(source))]
+    return tuple(as_text(r["clip_id"]) for r in rows), tuple(as_text(r["speaker_id"]) for r in rows)
+
+
+def verification_trials(config: Any, directory: str, split: str) -> tuple[tuple[str, ...], list[Trial]]:
+    """Trials for `split`: a VoxCeleb1-format file, `metadata:<list>` (a list stored by the
+    voxceleb1 builder, e.g. metadata:veri_test), or "" for balanced trials over its speakers."""
+    utterances, speakers = split_labels(directory, split)
+    spec = config.eval.trials
+    if spec.startswith("metadata:"):
+        name = spec.partition(":")[2]
+        stored = datasets.metadata(directory).get("trials", {})
+        if name not in stored:
+            raise KeyError(f"config.eval.trials={spec!r}: {directory} stores trial lists {sorted(stored) or 'none'}")
+        return utterances, [Trial(int(label), utterance_key(a), utterance_key(b)) for label, a, b in stored[name]]
+    if spec:
+        return utterances, read_trials(spec)
+    return utterances, make_trials(utterances, speakers, max_target=config.eval.max_target_trials, seed=0)
+
+
+def build_evaluators(config: Any, encode: Encode, mesh: Any) -> list[ShardedEval]:
+    """Retrieval on `validation`, and retrieval with speaker verification on `eval.verification_split`."""
+    directory = datasets.dataset_dir(config.data)
+    wc = config.windows
+    window = SFEWindows(num_steps=wc.num_steps, stride=wc.stride, train=False, frame_size=wc.frame_size)
+    common = dict(
+        direction=config.loss.sync_direction,
+        identity_group=config.eval.identity_group,
+        identity_rounds=config.eval.identity_rounds,
+    )
+    batch = config.eval.global_batch_size
+    available = datasets.splits(directory)
+    evaluators = []
+    if "validation" in available:
+        evaluators.append(
+            ShardedEval(
+                SFERetrieval("validation", encode, speakers=split_labels(directory, "validation")[1], **common),
+                EvaluationWindows(datasets.clip_source(directory, "validation"), window),
+                batch,
+                mesh,
+            )
+        )
+    split = config.eval.verification_split
+    if split in available:
+        utterances, trials = verification_trials(config, directory, split)
+        evaluators.append(
+            ShardedEval(
+                SFERetrieval(split, encode, speakers=split_labels(directory, split)[1], utterances=utterances, trials=trials, **common),
+                EvaluationWindows(datasets.clip_source(directory, split), window),
+                batch,
+                mesh,
+                # Same per-example computation on another split: one compilation serves both.
+                reducer=evaluators[0].reducer if evaluators else None,
+            )
+        )
+    return evaluators
+
+
+def audio_verification(config: Any, encode: Encode, mesh: Any, directory: str, split: str) -> ShardedEval:
+    """Speaker verification on an audio-only split (e.g. VoxCeleb1 test with its official trials)."""
+    wc = config.windows
+    window = SFEWindows(num_steps=wc.num_steps, stride=wc.stride, train=False, frames=False)
+    utterances, trials = verification_trials(config, directory, split)
+    evaluator = SpeakerVerification(f"verification_{split}", encode, utterances, trials)
+    return ShardedEval(evaluator, EvaluationWindows(datasets.clip_source(directory, split), window), config.eval.global_batch_size, mesh)

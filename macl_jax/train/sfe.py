@@ -5,12 +5,12 @@ ImageNet-normalised, and encoded by the 3-D ResNet; mel windows go through the s
 (encoder, Bi-GRU, memory read-outs). The loss is the content (sync) contrastive loss over the S
 steps of each clip plus the identity contrastive loss over the global batch (macl_jax.losses.contrastive).
 Validation is deterministic; the best state by sync top-1 + speaker-identity top-1 is kept under
-<workdir>/best. Held-out speakers are evaluated for sync retrieval and speaker verification.
+<workdir>/best. Held-out speakers are evaluated for sync retrieval and speaker verification
+(`macl_jax.evals.sfe`).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,9 @@ import optax
 from flax import nnx
 
 from data_pipelines import datasets
-from data_pipelines.schema import as_text
-from data_pipelines.windows import EvaluationWindows, SFEWindows
-from macl_jax.evals.sfe import SFERetrieval, SpeakerVerification
+from data_pipelines.windows import SFEWindows
+from macl_jax.evals import sfe as sfe_evals
 from macl_jax.evals.sharded import ShardedEval
-from macl_jax.evals.trials import Trial, make_trials, read_trials, utterance_key
 from macl_jax.losses.contrastive import identity_contrastive_loss, sync_contrastive_loss
 from macl_jax.media.augment import imagenet_normalize, sfe_augment, to_unit
 from macl_jax.models.sfe import SFESizes, SpeechFeatureExtractor
@@ -46,31 +44,24 @@ class SFEPretraining(nnx.Module):
         self.identity_scale = nnx.Param(jnp.array([init_scale, init_bias], jnp.float32))
 
 
-def model_sizes(config: Any) -> SFESizes:
-    return SFESizes.from_config(config.model)
-
-
 def steps_per_epoch(config: Any) -> int:
     directory = datasets.dataset_dir(config.data)
-    return max(1, datasets.splits(directory)["train"] // int(config.train.global_batch_size))
+    return max(1, datasets.splits(directory)["train"] // config.train.global_batch_size)
 
 
 def make_optimizer(config: Any, epoch_steps: int) -> optax.GradientTransformation:
     """Adam with coupled L2 (torch Adam's weight_decay) and the reference's one LR drop."""
     oc = config.optim
-    lr = float(config.train.learning_rate)
-    drop = int(oc.lr_drop_epochs) * epoch_steps
-    schedule = optax.piecewise_constant_schedule(lr, {drop: float(oc.lr_drop_factor)} if drop > 0 else None)
-    return adam_l2(
-        schedule, weight_decay=float(oc.weight_decay), mask_mode=str(oc.weight_decay_mask), grad_clip_norm=float(oc.grad_clip_norm)
-    )
+    drop = oc.lr_drop_epochs * epoch_steps
+    schedule = optax.piecewise_constant_schedule(config.train.learning_rate, {drop: oc.lr_drop_factor} if drop > 0 else None)
+    return adam_l2(schedule, weight_decay=oc.weight_decay, mask_mode=oc.weight_decay_mask, grad_clip_norm=oc.grad_clip_norm)
 
 
 def prepare_frames(frames: jax.Array, key: jax.Array | None, config: Any, dtype: Any) -> jax.Array:
     """uint8 (B, S, 5, H, W, 3) -> ImageNet-normalised frames, augmented when `key` is given."""
     ac = config.augment
-    if key is not None and bool(ac.enabled):
-        unit = sfe_augment(key, frames, grey_p=float(ac.grey_p), jitter=bool(ac.jitter))
+    if key is not None and ac.enabled:
+        unit = sfe_augment(key, frames, grey_p=ac.grey_p, jitter=ac.jitter)
     else:
         unit = to_unit(frames)
     return imagenet_normalize(unit, dtype)
@@ -79,12 +70,10 @@ def prepare_frames(frames: jax.Array, key: jax.Array | None, config: Any, dtype:
 def build_task(config: Any, epoch_steps: int | None = None) -> SupervisedTask:
     mc, lc = config.model, config.loss
     dtype = compute_dtype(config.runtime.compute_dtype)
-    sizes = model_sizes(config)
+    sizes = SFESizes.from_config(mc)
 
     def model_fn(rngs: nnx.Rngs) -> SFEPretraining:
-        return SFEPretraining(
-            sizes, memory=str(mc.memory), init_scale=float(lc.init_scale), init_bias=float(lc.init_bias), dtype=dtype, rngs=rngs
-        )
+        return SFEPretraining(sizes, memory=mc.memory, init_scale=lc.init_scale, init_bias=lc.init_bias, dtype=dtype, rngs=rngs)
 
     def loss_fn(model: SFEPretraining, batch: dict, rngs: nnx.Rngs, train: bool):
         frames = prepare_frames(batch["frames"], rngs.augment() if train else None, config, dtype)
@@ -92,20 +81,20 @@ def build_task(config: Any, epoch_steps: int | None = None) -> SupervisedTask:
         w_sync, b_sync = model.sync_scale[...][0], model.sync_scale[...][1]
         w_id, b_id = model.identity_scale[...][0], model.identity_scale[...][1]
         sync_loss, sync = sync_contrastive_loss(
-            out["audio_content"], out["video_content"], w_sync, b_sync, direction=str(lc.sync_direction)
+            out["audio_content"], out["video_content"], w_sync, b_sync, direction=lc.sync_direction
         )
         audio_id = jnp.mean(out["audio_identity"], axis=1)
-        if str(lc.identity_visual) == "random_step":
+        if lc.identity_visual == "random_step":
             step = jax.random.randint(rngs.identity(), (), 0, out["video_identity"].shape[1])
             video_id = out["video_identity"][:, step]
-        elif str(lc.identity_visual) == "mean":
+        elif lc.identity_visual == "mean":
             video_id = jnp.mean(out["video_identity"], axis=1)
         else:
             raise ValueError(f"config.loss.identity_visual must be 'random_step' or 'mean', got {lc.identity_visual!r}")
         id_loss, ident = identity_contrastive_loss(
-            audio_id, video_id, w_id, b_id, direction=str(lc.identity_direction), groups=int(lc.identity_groups)
+            audio_id, video_id, w_id, b_id, direction=lc.identity_direction, groups=lc.identity_groups
         )
-        loss = float(lc.sync_weight) * sync_loss + float(lc.identity_weight) * id_loss
+        loss = lc.sync_weight * sync_loss + lc.identity_weight * id_loss
         metrics = {
             "sync_loss": sync_loss,
             "identity_loss": id_loss,
@@ -121,11 +110,11 @@ def build_task(config: Any, epoch_steps: int | None = None) -> SupervisedTask:
                 metrics[f"{name}_entropy"] = jnp.mean(-jnp.sum(p * jnp.log(p + 1e-12), axis=-1))
         return loss, metrics
 
-    epoch_steps = steps_per_epoch(config) if epoch_steps is None and int(config.optim.lr_drop_epochs) > 0 else (epoch_steps or 1)
+    epoch_steps = steps_per_epoch(config) if epoch_steps is None and config.optim.lr_drop_epochs > 0 else (epoch_steps or 1)
     return SupervisedTask(model_fn, loss_fn, make_optimizer(config, epoch_steps), rng_streams=RNG_STREAMS)
 
 
-def encoder(task: SupervisedTask, config: Any):
+def encoder(task: SupervisedTask, config: Any) -> sfe_evals.Encode:
     """(state, audio, frames|None) -> features for the evaluators (no dropout, no augmentation)."""
     dtype = compute_dtype(config.runtime.compute_dtype)
 
@@ -141,75 +130,9 @@ def encoder(task: SupervisedTask, config: Any):
     return encode
 
 
-@functools.lru_cache(maxsize=8)
-def split_labels(directory: str, split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(clip ids, speaker ids) of a split, in source order."""
-    source = datasets.clip_source(directory, split)
-    rows = [source[i] for i in range(len(source))]
-    return tuple(as_text(r["clip_id"]) for r in rows), tuple(as_text(r["speaker_id"]) for r in rows)
-
-
-def verification_trials(config: Any, directory: str, split: str):
-    """Trials for `split`: a VoxCeleb1-format file, `metadata:<list>` (a list stored by the
-    voxceleb1 builder, e.g. metadata:veri_test), or "" for balanced trials over its speakers."""
-    utterances, speakers = split_labels(directory, split)
-    spec = str(config.eval.trials)
-    if spec.startswith("metadata:"):
-        name = spec.partition(":")[2]
-        stored = datasets.metadata(directory).get("trials", {})
-        if name not in stored:
-            raise KeyError(f"config.eval.trials={spec!r}: {directory} stores trial lists {sorted(stored) or 'none'}")
-        return utterances, [Trial(int(label), utterance_key(a), utterance_key(b)) for label, a, b in stored[name]]
-    if spec:
-        return utterances, read_trials(spec)
-    return utterances, make_trials(utterances, speakers, max_target=int(config.eval.max_target_trials), seed=0)
-
-
 def build_evaluators(config: Any, task: SupervisedTask, mesh: Any) -> list[ShardedEval]:
-    directory = datasets.dataset_dir(config.data)
-    wc = config.windows
-    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frame_size=int(wc.frame_size))
-    encode = encoder(task, config)
-    common = dict(
-        direction=str(config.loss.sync_direction),
-        identity_group=int(config.eval.identity_group),
-        identity_rounds=int(config.eval.identity_rounds),
-    )
-    batch = int(config.eval.global_batch_size)
-    available = datasets.splits(directory)
-    evaluators = []
-    if "validation" in available:
-        evaluators.append(
-            ShardedEval(
-                SFERetrieval("validation", encode, speakers=split_labels(directory, "validation")[1], **common),
-                EvaluationWindows(datasets.clip_source(directory, "validation"), window),
-                batch,
-                mesh,
-            )
-        )
-    split = str(config.eval.verification_split)
-    if split in available:
-        utterances, trials = verification_trials(config, directory, split)
-        evaluators.append(
-            ShardedEval(
-                SFERetrieval(split, encode, speakers=split_labels(directory, split)[1], utterances=utterances, trials=trials, **common),
-                EvaluationWindows(datasets.clip_source(directory, split), window),
-                batch,
-                mesh,
-                # Same per-example computation on another split: one compilation serves both.
-                reducer=evaluators[0].reducer if evaluators else None,
-            )
-        )
-    return evaluators
-
-
-def audio_verification(config: Any, task: SupervisedTask, mesh: Any, directory: str, split: str) -> ShardedEval:
-    """Speaker verification on an audio-only split (e.g. VoxCeleb1 test with its official trials)."""
-    wc = config.windows
-    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=False, frames=False)
-    utterances, trials = verification_trials(config, directory, split)
-    evaluator = SpeakerVerification(f"verification_{split}", encoder(task, config), utterances, trials)
-    return ShardedEval(evaluator, EvaluationWindows(datasets.clip_source(directory, split), window), int(config.eval.global_batch_size), mesh)
+    """The retrieval and verification evaluators (`macl_jax.evals.sfe`) of this task, for training and `macl-jax eval`."""
+    return sfe_evals.build_evaluators(config, encoder(task, config), mesh)
 
 
 def run(config: Any, workdir: Path) -> dict[str, Any]:
@@ -217,19 +140,18 @@ def run(config: Any, workdir: Path) -> dict[str, Any]:
     mesh = runtime_mesh(config)
     directory = datasets.dataset_dir(config.data)
     train_source = datasets.clip_source(directory, "train")
-    global_batch = int(config.train.global_batch_size)
-    task = build_task(config, epoch_steps=max(1, len(train_source) // global_batch))
+    task = build_task(config, epoch_steps=max(1, len(train_source) // config.train.global_batch_size))
     wc = config.windows
-    window = SFEWindows(num_steps=int(wc.num_steps), stride=int(wc.stride), train=True, frame_size=int(wc.frame_size))
+    window = SFEWindows(num_steps=wc.num_steps, stride=wc.stride, train=True, frame_size=wc.frame_size)
     train_iter = training_iterator(train_source, config, mesh, window)
     evaluators = build_evaluators(config, task, mesh)
     result, summary = fit_and_summarize(
         task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators
     )
     summary |= {
-        "memory": str(config.model.memory),
-        "num_steps_window": int(wc.num_steps),
-        "sync_chance": 1.0 / int(wc.num_steps),
+        "memory": config.model.memory,
+        "num_steps_window": wc.num_steps,
+        "sync_chance": 1.0 / wc.num_steps,
     }
     if result.best:
         summary["best"] = result.best
