@@ -20,6 +20,7 @@ import numpy as np
 
 from macl_jax.config import recorded_config
 from data_pipelines import datasets
+from macl_jax.evals import mdn as mdn_evals
 from macl_jax.evals.stage import restore_state
 from macl_jax.metrics.bootstrap import paired_mean_difference
 from macl_jax.train import mdn
@@ -38,14 +39,14 @@ def per_clip(workdir: Path, checkpoint: str, split: str, batch: int = 48) -> tup
     state, step = restore_state(task, config, workdir, mesh)
     directory = datasets.dataset_dir(config.data)
     train_clips = datasets.clip_source(directory, "train")
-    window = mdn.clip_window(config, train=False)
-    evaluator = mdn.LandmarkEval(
-        split, task, config, mdn.mean_reference_offset(train_clips, window, int(config.eval.baseline_clips)),
-        mdn.pixel_scale(config, train_clips),
+    window = mdn_evals.clip_window(config, train=False)
+    evaluator = mdn_evals.LandmarkEval(
+        split, mdn.predictor(task, config), config, mdn_evals.mean_reference_offset(train_clips, window, config.eval.baseline_clips),
+        mdn_evals.pixel_scale(config, train_clips),
     )
     score = jax.jit(evaluator.per_example)
     source = datasets.clip_source(directory, split)
-    fields = mdn.clip_fields(window)
+    fields = mdn_evals.clip_fields(window)
     values: dict[str, list[np.ndarray]] = {}
     speakers = []
     for start in range(0, len(source), batch):

@@ -23,12 +23,12 @@ import numpy as np
 
 from data_pipelines import datasets
 from macl_jax.config import load_config
-from macl_jax.train import mdn
+from macl_jax.evals.mdn import clip_window
 
 
 def angles(config, split: str, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """((clips, T) angle in degrees, (clips,) reference index) of a split's evaluation windows."""
-    window = dataclasses.replace(mdn.clip_window(config, train=False), audio=False)
+    window = dataclasses.replace(clip_window(config, train=False), audio=False)
     source = datasets.clip_source(datasets.dataset_dir(config.data), split)
     count = min(len(source), limit) if limit > 0 else len(source)
     index = np.linspace(0, len(source) - 1, count).round().astype(int)

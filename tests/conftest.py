@@ -95,6 +95,25 @@ def synthtalk_tiny_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mdn_test_clips(synthtalk_tiny_root):
+    """(batch, source): the first 4 test clips of voxceleb_like_tiny as one MDN batch (numpy, the
+    fields the MDN reads, evaluation windows) and the split's clip source."""
+    import numpy as np
+
+    from data_pipelines import datasets
+    from data_pipelines.windows import MDNClips
+    from macl_jax.config import load_config
+    from macl_jax.evals.mdn import clip_fields
+    from macl_jax.models.mdn_targets import FIELDS
+
+    config = load_config("configs/mdn.py:tiny")
+    config.data.dir = str(synthtalk_tiny_root)
+    source = datasets.clip_source(datasets.dataset_dir(config.data), "test")
+    rows = [clip_fields(MDNClips(train=False))(source[i], np.random.default_rng(0)) for i in range(4)]
+    return {k: np.stack([r[k] for r in rows]) for k in FIELDS}, source
+
+
+@pytest.fixture(scope="session")
 def tiny_voxceleb(synthtalk_tiny_root):
     """(spec, dataset_dir, build_seconds) of voxceleb_like_tiny."""
     import time

@@ -3,15 +3,24 @@
 Panels: mouth opening (inner-lip gap, points 62-66) and chin height over time for the truth, the
 chosen track and each component; the in-plane head angle of the truth and each component; the
 mixing weights over time; and the landmarks of the middle frame (truth vs component means).
+`write_plots` draws one for each of the first test clips of a trained MDN.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import datasets
+from data_pipelines.windows import EvaluationWindows
+from macl_jax.evals.mdn import Predict, clip_fields, clip_window
+from macl_jax.geometry import align_2d
 from macl_jax.media.atomic import atomic_output
+from macl_jax.models.mdn_targets import FIELDS
 
 
 def _gap(points: np.ndarray) -> np.ndarray:
@@ -74,3 +83,35 @@ def plot_clip(
     finally:
         plt.close(fig)
     return path
+
+
+def write_plots(predict: Predict, state: Any, config: Any, workdir: Path) -> list[str]:
+    """One PNG per clip for the first `eval.plot_clips` test clips: components vs ground truth.
+    `state` is on the host (one device's copy), `predict` the trainer's (state, batch) -> outputs."""
+    count = config.eval.plot_clips
+    directory = datasets.dataset_dir(config.data)
+    if count <= 0 or "test" not in datasets.splits(directory):
+        return []
+    source = EvaluationWindows(datasets.clip_source(directory, "test"), clip_fields(clip_window(config, train=False)))
+    rows = [source[i] for i in range(min(count, len(source)))]
+    batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in FIELDS}
+    p = jax.jit(predict)(state, batch)
+    # Each component's in-plane angle (plots only: the evaluators do not need it).
+    angles = jax.jit(lambda c: align_2d(c).angle)(p["component_pixels"])
+    out_dir = Path(workdir) / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(len(rows)):
+        path = out_dir / f"test_clip{i:02d}.png"
+        plot_clip(
+            path,
+            truth=np.asarray(batch["landmarks"][i]),
+            chosen=np.asarray(p["pixels"][i]),
+            components=np.asarray(p["component_pixels"][i]),
+            alpha=np.asarray(jax.nn.softmax(p["logits"][i], axis=-1)),
+            truth_angle=np.asarray(batch["angle"][i]),
+            component_angle=np.asarray(angles[i]),
+            title=f"test clip {i} ({config.model.regression}, M={config.model.components})",
+        )
+        paths.append(str(path))
+    return paths

@@ -17,10 +17,14 @@ from PIL import Image, ImageDraw
 
 from data_pipelines import datasets
 from data_pipelines.windows import EvaluationWindows, decode_frames
+from macl_jax.evals.mdn import clip_window
 from macl_jax.infer.inputs import SAMPLES_PER_FRAME
+from macl_jax.infer.motion import LandmarkPredictor
 from macl_jax.infer.render import ModelRenderer
 from macl_jax.media.draw import default_font, overlay_landmarks
 from macl_jax.media.video_io import write_video
+from macl_jax.models.mdn_targets import FIELDS
+from macl_jax.train.mdn import predict
 
 PANELS = ("reference", "generated", "ground truth", "landmarks: predicted / true")
 _LABEL_PX = 14
@@ -41,15 +45,12 @@ def _label_strip(width: int, px: int) -> np.ndarray:
 
 def mdn_tracks(mdn_dir: Path, indices: Sequence[int]) -> tuple[list[dict], np.ndarray]:
     """(windows of the test clips at `indices`, predicted pixel landmarks (clips, T, 68, 2)) of an MDN run's selected state."""
-    from macl_jax.infer.motion import LandmarkPredictor
-    from macl_jax.train import mdn
-
     predictor = LandmarkPredictor(mdn_dir)
     config = predictor.config
-    source = EvaluationWindows(datasets.clip_source(datasets.dataset_dir(config.data), "test"), mdn.clip_window(config, train=False))
+    source = EvaluationWindows(datasets.clip_source(datasets.dataset_dir(config.data), "test"), clip_window(config, train=False))
     rows = [source[i] for i in indices]
-    batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in mdn.FIELDS}
-    pixels = jax.jit(lambda s, b: mdn.predict(predictor.task, s, b, config)["pixels"])(predictor.state, batch)
+    batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in FIELDS}
+    pixels = jax.jit(lambda s, b: predict(predictor.task, s, b, config)["pixels"])(predictor.state, batch)
     return rows, np.asarray(pixels)
 
 

@@ -24,6 +24,7 @@ from macl_jax.config import ConfigError, freeze, recorded_config
 from macl_jax.geometry import align_2d, normalise_scale
 from macl_jax.infer.inputs import SAMPLES_PER_FRAME, Speech
 from macl_jax.media import audio_features
+from macl_jax.models.mdn_targets import INFERENCE_MODES
 
 # Extra video frames of audio read on each side of a chunk, so every mel window of the chunk is
 # computed from real samples (the 20-row window spans frames t-2..t+2).
@@ -112,8 +113,8 @@ class LandmarkPredictor:
 
         config = recorded_config(workdir, checkpoint, stage="mdn")
         if mode is not None:
-            if mode not in mdn.INFERENCE_MODES:
-                raise ConfigError(f"mode {mode!r}: choose one of {', '.join(mdn.INFERENCE_MODES)}")
+            if mode not in INFERENCE_MODES:
+                raise ConfigError(f"mode {mode!r}: choose one of {', '.join(INFERENCE_MODES)}")
             config.infer.mode = mode
         self.config = freeze(config)
         self.workdir = Path(workdir)
