@@ -21,7 +21,7 @@ import numpy as np
 from macl_jax.config import recorded_config
 from data_pipelines import datasets
 from macl_jax.evals import mdn as mdn_evals
-from macl_jax.evals.stage import restore_state
+from macl_jax.train.restore import restore_state
 from macl_jax.metrics.bootstrap import paired_mean_difference
 from macl_jax.train import mdn
 from macl_jax.train.runtime import runtime_mesh

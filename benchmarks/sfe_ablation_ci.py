@@ -23,7 +23,7 @@ from macl_jax.config import recorded_config
 from data_pipelines import datasets
 from data_pipelines.windows import SFEWindows
 from macl_jax.evals.sfe import split_labels, verification_trials
-from macl_jax.evals.stage import restore_state
+from macl_jax.train.restore import restore_state
 from macl_jax.evals.trials import cosine_scores, trial_indices
 from macl_jax.metrics.verification import paired_speaker_bootstrap
 from macl_jax.train import sfe

@@ -94,7 +94,7 @@ def _main(stage: str | None, overrides: list[str], argv: Sequence[str]) -> None:
     setup_runtime(config)
     import jax
 
-    from macl_jax.evals.stage import EvalError
+    from macl_jax.train.restore import EvalError
 
     if jax.process_index() == 0:
         write_resolved_config(config, workdir)

@@ -23,7 +23,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "smoke": Stage("macl_jax.train.smoke:run", "configs/smoke.py:tiny"),
-    "eval": Stage("macl_jax.evals.stage:run", None, acts_on_other_stages=True),
+    "eval": Stage("macl_jax.evaluate:run", None, acts_on_other_stages=True),
     "sfe": Stage("macl_jax.train.sfe:run", "configs/sfe.py:tiny"),
     "mdn": Stage("macl_jax.train.mdn:run", "configs/mdn.py:tiny"),
     "renderer": Stage("macl_jax.train.renderer:run", "configs/renderer.py:tiny"),

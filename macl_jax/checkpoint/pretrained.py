@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from macl_jax.models.mdn import LandmarkMDN
+if TYPE_CHECKING:  # a type only: checkpoint sits below models
+    from macl_jax.models.mdn import LandmarkMDN
 
 
 class MDNInitError(ValueError):

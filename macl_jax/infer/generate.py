@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
+from macl_jax.checkpoint import CheckpointError
 from macl_jax.config import ConfigError
+from macl_jax.infer.inputs import crop_face, decode_speech, find_face, load_photo
+from macl_jax.infer.motion import LandmarkPredictor, reference_face
+from macl_jax.infer.render import ModelRenderer, WarpFrames
+from macl_jax.media.video_io import MediaError, WavSlices, write_video
+from macl_jax.train.restore import EvalError
 
 JOB_FIELDS = ("image", "audio", "out", "mode", "seed", "renderer", "emotion")
 RENDERERS = ("model", "warp")
@@ -116,8 +124,6 @@ class Generator:
         self._model_renderer = None
 
     def predictor(self, mode: str | None):
-        from macl_jax.infer.motion import LandmarkPredictor
-
         if mode not in self._predictors:
             self._predictors[mode] = LandmarkPredictor(
                 self.mdn_dir, checkpoint=self.args.checkpoint_step, mode=mode,
@@ -134,20 +140,11 @@ class Generator:
         return kind
 
     def model_renderer(self):
-        from macl_jax.infer.render import ModelRenderer
-
         if self._model_renderer is None:
             self._model_renderer = ModelRenderer(self.renderer_dir, self.args.checkpoint_step)
         return self._model_renderer
 
     def run(self, job: dict[str, Any], show_progress: bool) -> dict[str, Any]:
-        from tqdm import tqdm
-
-        from macl_jax.infer.inputs import crop_face, decode_speech, find_face, load_photo
-        from macl_jax.infer.motion import reference_face
-        from macl_jax.infer.render import WarpFrames
-        from macl_jax.media.video_io import WavSlices, write_video
-
         if job.get("emotion"):
             raise JobError(
                 f"emotion {job['emotion']!r}: the MACL landmark model has no emotion input; leave --emotion out "
@@ -189,10 +186,6 @@ class Generator:
 
 
 def main(argv: Sequence[str]) -> int:
-    from macl_jax.checkpoint import CheckpointError
-    from macl_jax.evals.stage import EvalError
-    from macl_jax.media.video_io import MediaError
-
     args = _parser().parse_args(list(argv))
     defaults = {"mode": args.mode, "seed": args.seed, "renderer": args.renderer, "emotion": args.emotion}
     try:

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from data_pipelines.real.preprocess import PreprocessOptions, apply_crop, crop_box, detect_faces, landmarks_68, to_crop
 from macl_jax.media.video_io import MediaError, audio_info, iter_audio
 
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
@@ -55,8 +56,6 @@ def find_face(photo: np.ndarray, path: str | os.PathLike = "<image>") -> np.ndar
     HOG detection first (small photos are upsampled so faces of ~40 px are found), the MMOD CNN
     detector when HOG finds nothing.
     """
-    from data_pipelines.real.preprocess import PreprocessOptions, detect_faces, landmarks_68
-
     image = photo
     factor = 1.0
     if max(photo.shape[:2]) < 400:
@@ -74,8 +73,6 @@ def find_face(photo: np.ndarray, path: str | os.PathLike = "<image>") -> np.ndar
 def crop_face(photo: np.ndarray, landmarks: np.ndarray, size: int, crop_scale: float) -> tuple[np.ndarray, np.ndarray]:
     """A square crop of `size` px around the face (the real-data preprocessing's framing: side =
     crop_scale x the landmark extent) and the landmarks in its pixels."""
-    from data_pipelines.real.preprocess import apply_crop, crop_box, to_crop
-
     box = crop_box(np.asarray(landmarks, np.float64)[None], crop_scale)
     return apply_crop(photo[None], box, size)[0], to_crop(np.asarray(landmarks, np.float64), box, size)
 

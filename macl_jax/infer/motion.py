@@ -25,6 +25,8 @@ from macl_jax.geometry import align_2d, normalise_scale
 from macl_jax.infer.inputs import SAMPLES_PER_FRAME, Speech
 from macl_jax.media import audio_features
 from macl_jax.models.mdn_targets import INFERENCE_MODES
+from macl_jax.train import mdn
+from macl_jax.train.restore import restore_on_one_device
 
 # Extra video frames of audio read on each side of a chunk, so every mel window of the chunk is
 # computed from real samples (the 20-row window spans frames t-2..t+2).
@@ -108,9 +110,6 @@ class LandmarkPredictor:
         chunk_frames: int = 250,
         overlap: int = 25,
     ):
-        from macl_jax.evals.stage import restore_on_one_device
-        from macl_jax.train import mdn
-
         config = recorded_config(workdir, checkpoint, stage="mdn")
         if mode is not None:
             if mode not in INFERENCE_MODES:

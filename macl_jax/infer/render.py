@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.synthtalk.specs import parse_name
 from macl_jax.config import freeze, recorded_config
+from macl_jax.infer.warp import WarpRenderer
+from macl_jax.media.augment import to_uint8
+from macl_jax.media.draw_jax import landmark_raster_jax
+from macl_jax.train import renderer
+from macl_jax.train.restore import restore_on_one_device
 
 # Frames rendered per call: one compiled shape whatever the video's length.
 FRAME_BATCH = 16
@@ -24,8 +30,6 @@ FRAME_BATCH = 16
 def frame_size(config) -> int:
     """Side of the frames a renderer run was trained on."""
     if config.data.dataset == "synthtalk":
-        from data_pipelines.synthtalk.specs import parse_name
-
         return parse_name(config.data.variant).image_size
     return 256  # the real-data preprocessing's crop (data_pipelines.real.preprocess)
 
@@ -44,11 +48,6 @@ class ModelRenderer:
     """A trained `renderer` run bound to one reference photo (already cropped to `size`)."""
 
     def __init__(self, workdir: str | Path, checkpoint: str = "best"):
-        from macl_jax.evals.stage import restore_on_one_device
-        from macl_jax.media.augment import to_uint8
-        from macl_jax.media.draw_jax import landmark_raster_jax
-        from macl_jax.train import renderer
-
         self.config = freeze(recorded_config(workdir, checkpoint, stage="renderer"))
         self.size = frame_size(self.config)
         task = renderer.build_task(self.config)
@@ -78,8 +77,6 @@ class WarpFrames:
     """The photo warped to each frame's landmarks (`macl_jax.infer.warp.WarpRenderer`), batched."""
 
     def __init__(self, photo: np.ndarray, landmarks: np.ndarray):
-        from macl_jax.infer.warp import WarpRenderer
-
         self.size = int(photo.shape[0])
         self._warp = WarpRenderer(photo, landmarks)
 

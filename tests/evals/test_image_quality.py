@@ -104,7 +104,7 @@ def test_renderer_fid_lpips_equal_on_one_process_two_processes_and_eight_devices
     from pathlib import Path
 
     from macl_jax.config import freeze, load_config
-    from macl_jax.evals import stage
+    from macl_jax import evaluate
 
     repo = Path(__file__).resolve().parents[2]
     # The tiny preset with a smaller U-Net (the evaluator, not the generator, is under test; this
@@ -116,7 +116,7 @@ def test_renderer_fid_lpips_equal_on_one_process_two_processes_and_eight_devices
     _save_renderer_checkpoint(config, tmp_path)
     # 8 devices: the eval stage in this process (conftest gives it 8 CPU devices), which saves a
     # process start; 1 process and 2 processes: `macl-jax eval` as a user runs it.
-    results = {"1x8": stage.run(config, tmp_path)}
+    results = {"1x8": evaluate.run(config, tmp_path)}
     evaluate_args = ["eval", "--config", "configs/renderer.py:tiny", "--workdir", str(tmp_path),
                      *(f"--config.{o}" for o in overrides)]
     run_main([*evaluate_args, "--config.eval.global_batch_size=4", "--config.runtime.num_cpu_devices=1"])
