@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, time_train_step
 from macl_jax.config import freeze, load_config
+from macl_jax.evals.renderer import PAIR_FIELDS
 from macl_jax.parallel import make_mesh, to_global_batch
 from macl_jax.train import renderer
 from macl_jax.train.loop import create_state
@@ -22,7 +23,7 @@ SIZE = 256
 
 def _batch(batch: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return {k: rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8) for k in renderer.PAIR_FIELDS}
+    return {k: rng.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8) for k in PAIR_FIELDS}
 
 
 def _config(overrides: list[str]):

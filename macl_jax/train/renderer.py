@@ -12,16 +12,12 @@ and then the generator against the updated discriminator, with two optimizers; t
 runs forward once (its VJP is reused for the generator update). Both learning rates may decay
 linearly to 0 from `optimizer.decay_start` x num_steps (`RendererTask.lr_factor`).
 
-Held-out evaluation on the `test` split (speakers never seen in training): PSNR and SSIM (both
-conventions) of the prediction and of the copy-the-reference baseline, on uint8 RGB frames
-("heldout"); with `eval.fid` / `eval.lpips`, FID and LPIPS-VGG16 of both on the same pairs
-("image_quality", macl_jax.evals.image_quality).
+Held-out evaluation on the `test` split: `macl_jax.evals.renderer`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,15 +26,15 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from data_pipelines.datasets import clip_source, dataset_dir
-from data_pipelines.windows import EvaluationWindows, KeepFields, RendererPairs
-from macl_jax.evals.image_quality import ImageQuality
-from macl_jax.evals.sharded import MEAN, ShardedEval
+from data_pipelines.datasets import clip_source
+from data_pipelines.windows import RendererPairs
+from macl_jax.evals import renderer as renderer_evals
+from macl_jax.evals.renderer import dataset_path, pair_fields
+from macl_jax.evals.sharded import ShardedEval
 from macl_jax.losses.gan import d_loss, feature_matching_loss, g_loss
 from macl_jax.losses.image import l1_loss
 from macl_jax.losses.perceptual import perceptual_and_style
-from macl_jax.media.augment import to_signed, to_uint8
-from macl_jax.metrics.image import psnr, ssim
+from macl_jax.media.augment import to_signed
 from macl_jax.models import vgg
 from macl_jax.models.renderers import PatchGAN, ResUnetGenerator
 from macl_jax.precision import compute_dtype
@@ -46,7 +42,6 @@ from macl_jax.train.loop import fit_and_summarize
 from macl_jax.train.runtime import runtime_mesh, training_iterator
 from macl_jax.train.state import TrainState, all_finite, create_model, global_norm, split_model, stream_key
 
-PAIR_FIELDS = ("target", "reference", "raster")
 PERCEPTUAL_NETS = ("vgg16", "vgg19")
 GANS = ("none", "hinge", "lsgan")
 
@@ -54,16 +49,6 @@ GANS = ("none", "hinge", "lsgan")
 def generator_input(batch: dict) -> jax.Array:
     """concat(raster, reference) in [-1, 1]: (B, H, W, 6)."""
     return jnp.concatenate([to_signed(batch["raster"]), to_signed(batch["reference"])], axis=-1)
-
-
-def pair_fields(window: RendererPairs) -> KeepFields:
-    """A RendererPairs transform keeping only what the renderer reads."""
-    return KeepFields(window, PAIR_FIELDS)
-
-
-def evaluation_pairs(clips: Any, window: RendererPairs) -> EvaluationWindows:
-    """Deterministic (train=False) renderer pairs of `clips`, with only the fields the renderer reads."""
-    return EvaluationWindows(clips, pair_fields(window))
 
 
 def check_config(config: Any) -> None:
@@ -253,73 +238,14 @@ def build_task(config: Any) -> RendererTask:
     )
 
 
-class RendererHeldOut:
-    """PSNR / SSIM of predictions and of the copy-the-reference baseline on uint8 RGB frames."""
-
-    name = "heldout"
-    reductions = {
-        f"{who}_{metric}": MEAN
-        for who in ("pred", "copy_ref")
-        for metric in ("psnr", "ssim_gaussian", "ssim_skimage")
-    } | {"pred_l1": MEAN}
-
-    def __init__(self, predict: Callable[[Any, dict], jax.Array]):
-        self._predict = predict
-
-    def per_example(self, state: Any, batch: dict) -> dict[str, jax.Array]:
-        target = batch["target"].astype(jnp.float32)
-        candidates = {"pred": to_uint8(self._predict(state, batch)), "copy_ref": batch["reference"].astype(jnp.float32)}
-        out = {}
-        for who, image in candidates.items():
-            out[f"{who}_psnr"] = psnr(image, target, data_range=255.0)
-            out[f"{who}_ssim_gaussian"] = ssim(image, target, data_range=255.0, convention="gaussian")
-            out[f"{who}_ssim_skimage"] = ssim(image, target, data_range=255.0, convention="skimage")
-        out["pred_l1"] = jnp.mean(jnp.abs(candidates["pred"] - target), axis=(1, 2, 3)) / 255.0
-        return out
-
-    def finalize(self, reduced: dict[str, Any]) -> dict[str, float]:
-        out = {k: float(reduced[k]) for k in self.reductions}
-        out["psnr_gain_db"] = out["pred_psnr"] - out["copy_ref_psnr"]
-        out["ssim_gain"] = out["pred_ssim_gaussian"] - out["copy_ref_ssim_gaussian"]
-        out["count"] = float(reduced["pred_psnr/count"])
-        return out
-
-
-@functools.lru_cache(maxsize=4)  # frozen configs are hashable: one build/open per config
-def _dataset(config: Any) -> str:
-    return dataset_dir(config.data)
-
-
 def build_evaluators(config: Any, task: RendererTask, mesh: Any) -> list[ShardedEval]:
-    window = RendererPairs(min_gap=config.pairs.min_gap, train=False)
-    source = evaluation_pairs(clip_source(_dataset(config), config.eval.split), window)
-    if config.eval.max_examples > 0:
-        source = _Head(source, config.eval.max_examples)
-    evaluators = [ShardedEval(RendererHeldOut(task.predict), source, config.eval.global_batch_size, mesh)]
-    if config.eval.fid or config.eval.lpips:
-        quality = ImageQuality(task.predict, fid=config.eval.fid, lpips=config.eval.lpips)
-        evaluators.append(ShardedEval(quality, source, config.eval.global_batch_size, mesh))
-    return evaluators
-
-
-class _Head:
-    """The first n examples of a source."""
-
-    def __init__(self, source: Any, n: int):
-        self._source, self._n = source, min(n, len(source))
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self._n:
-            raise IndexError(index)
-        return self._source[index]
+    """The held-out evaluators of `macl_jax.evals.renderer` on this task's predictions."""
+    return renderer_evals.build_evaluators(config, task.predict, mesh)
 
 
 def train_iterator(config: Any, mesh: Any):
     window = pair_fields(RendererPairs(min_gap=config.pairs.min_gap, train=True))
-    return training_iterator(clip_source(_dataset(config), "train"), config, mesh, window)
+    return training_iterator(clip_source(dataset_path(config), "train"), config, mesh, window)
 
 
 def run(config: Any, workdir: Path) -> dict[str, Any]:
