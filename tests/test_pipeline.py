@@ -50,8 +50,11 @@ def test_the_quick_pipeline_learns_from_the_speech(quick_pipeline):
     # The mean mouth is the best prediction that ignores the speech.
     mouth = rows[("test_m_lmd", "mean mouth")]
     assert mouth["beats_baseline"], mouth
-    # The renderer's bar (PSNR above copying the reference frame) needs about 1500 steps of the
-    # tiny renderer: tests/train/test_renderer.py::test_learning_beats_copy_reference_on_held_out_speakers (slow).
+    # The renderer, driven by ground-truth landmarks, beats copying the reference frame on the
+    # held-out speakers (an untrained or 600-step ngf-8 renderer does not: docs/testing.md).
+    for key in ("heldout_pred_psnr", "heldout_pred_ssim_gaussian"):
+        row = rows[(key, "copy the reference")]
+        assert row["value"] > row["baseline"], row
     # End to end, the reference frame (the renderers' input) is not scored: copying it would be
     # exact and the mean PSNR infinite.
     e2e = rows[("e2e_pred_model_psnr", "copy the reference")]
