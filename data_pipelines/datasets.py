@@ -17,6 +17,9 @@ from typing import Any
 
 from data_pipelines import build
 from data_pipelines.synthtalk import builder as synthtalk_builder
+from data_pipelines.synthtalk.face import Camera as SynthTalkCamera
+from data_pipelines.synthtalk.specs import parse_name
+from macl_jax.geometry.camera import Orthographic, Pinhole
 
 DATASETS = ("synthtalk", "tfds")
 
@@ -30,6 +33,19 @@ def dataset_dir(data: Any) -> str:
         require_prepared(data.dir, what=f"config.data.dir={data.dir!r}")
         return data.dir
     raise ValueError(f"unknown config.data.dataset={name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def dataset_camera(data: Any) -> Pinhole | Orthographic:
+    """How the configured dataset's 3-D landmarks (posed by its head poses) project onto its stored frames.
+
+    SynthTalk: its pinhole camera at the variant's image size. Real datasets store (x, y, 0) in
+    crop pixels (data_pipelines/real/preprocess.py), so the projection is the identity on x, y.
+    """
+    if data.dataset == "synthtalk":
+        size, camera = parse_name(data.variant).image_size, SynthTalkCamera()
+        centre = camera.center_px(size)
+        return Pinhole(camera.focal_px(size), centre, centre, camera.distance, camera.look_y)
+    return Orthographic()
 
 
 def require_prepared(directory: str, what: str = "") -> None:

@@ -24,6 +24,8 @@ from PIL import Image
 
 from data_pipelines.schema import as_text
 from macl_jax.geometry import align_2d, closed_mouth_frame, normalise_scale, savgol_smooth
+from macl_jax.geometry.camera import Transformed, project_at_pose
+from macl_jax.geometry.camera import mouth_box as camera_mouth_box
 from macl_jax.geometry.motion_match import match_reference
 from macl_jax.media import audio_features
 from macl_jax.media.draw import landmark_raster
@@ -213,10 +215,6 @@ FLIP_68 = np.array(
      54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
 )  # fmt: skip
 
-# The mouth box of the warping reference: bounding box of these outer-lip points (corners, upper
-# lip peak and centre, lower lip centre) plus a margin of 5 px at 256 px.
-MOUTH_BOX_POINTS = (48, 50, 51, 54, 57)
-_MOUTH_MARGIN_AT_256 = 5.0
 
 # Random crop of training examples: half-size = landmark-box width times U(1 - s, 1 + s) per axis,
 # centre shifted by U(-o, o) of that half-size; the box spans 1.25 half-sizes above the landmark
@@ -267,14 +265,11 @@ def _crop_resize(frame: np.ndarray, box: tuple[float, float, float, float], size
 
 
 def mouth_box(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(..., 68, 2) output-pixel landmarks -> int32 (..., 4) box (x0, y0, x1, y1), ends exclusive:
-    the points `MOUTH_BOX_POINTS` padded by 5 px per 256 px of `size`, clamped to the image."""
-    pts = np.asarray(landmarks, np.float64)[..., MOUTH_BOX_POINTS, :]
-    margin = _MOUTH_MARGIN_AT_256 * size / 256.0
-    lo = np.floor(pts.min(axis=-2) - margin)
-    hi = np.floor(pts.max(axis=-2) + margin) + 1
-    box = np.concatenate([lo, hi], axis=-1)
-    return np.clip(box, 0, size).astype(np.int32)
+    """(..., 68, 2) output-pixel landmarks -> int32 (..., 4) box (x0, y0, x1, y1), ends exclusive: the
+    pixels whose centres lie in `macl_jax.geometry.camera.mouth_box` (the mouth points padded by 5 px
+    per 256 px of `size`, clamped to the image)."""
+    box = camera_mouth_box(np.asarray(landmarks, np.float64), size, size)
+    return np.concatenate([np.ceil(box[..., :2]), np.floor(box[..., 2:]) + 1], axis=-1).astype(np.int32)
 
 
 def box_mask(box: np.ndarray, size: int) -> np.ndarray:
@@ -314,6 +309,10 @@ class RHMFrames:
     mask_mouth: bool = True
     augment: bool = False
     train: bool = True
+    # How the dataset's posed 3-D landmarks project onto its stored frames
+    # (`data_pipelines.datasets.dataset_camera`); with it the example also holds `ani_landmarks`
+    # and `ani_map`: the warping reference's face at the target's pose, as the 3-D render draws it.
+    camera: Any = None
 
     def __post_init__(self):
         if self.num_refs < 1:
@@ -399,6 +398,13 @@ class RHMFrames:
             translation = translation * mirror
         frames = np.ascontiguousarray(frames)
         maps = face_edge_map(landmarks, size)[..., None]
+        ani = {}
+        if self.camera is not None:
+            ani_landmarks = project_at_pose(
+                landmarks_3d[warp_ref], (rotation[warp_ref], translation[warp_ref]),
+                (rotation[-1], translation[-1]), Transformed(self.camera, affines[-1]),
+            )
+            ani = {"ani_landmarks": ani_landmarks.astype(np.float32), "ani_map": face_edge_map(ani_landmarks, size)[..., None]}
         boxes = mouth_box(landmarks, size)
         masks = box_mask(boxes[[warp_ref, -1]], size)
         warp_ref_image = frames[warp_ref].copy()
@@ -429,6 +435,7 @@ class RHMFrames:
             "ref_transform": affines[0].astype(np.float32),
             "target_transform": affines[k].astype(np.float32),
             "flipped": np.bool_(flip),
+            **ani,
             **_labels(example),
         }
 

@@ -27,6 +27,7 @@ STAGES: dict[str, Stage] = {
     "sfe": Stage("macl_jax.train.sfe:run", "configs/sfe.py:tiny"),
     "mdn": Stage("macl_jax.train.mdn:run", "configs/mdn.py:tiny"),
     "renderer": Stage("macl_jax.train.renderer:run", "configs/renderer.py:tiny"),
+    "rhm": Stage("macl_jax.train.rhm:run", "configs/rhm.py:tiny"),
     "pipeline": Stage("macl_jax.pipeline:run", "configs/pipeline.py:default"),
 }
 

@@ -74,6 +74,12 @@ class RendererHeldOut:
 def build_evaluators(config: Any, predict: Callable[[Any, dict], jax.Array], mesh: Any) -> list[ShardedEval]:
     window = RendererPairs(min_gap=config.pairs.min_gap, train=False)
     source = evaluation_pairs(clip_source(dataset_path(config), config.eval.split), window)
+    return evaluators_on(config, predict, source, mesh)
+
+
+def evaluators_on(config: Any, predict: Callable[[Any, dict], jax.Array], source: Any, mesh: Any) -> list[ShardedEval]:
+    """The held-out image evaluators on `source`, whose examples hold uint8 `target` and
+    `reference` frames plus whatever `predict(state, batch)` reads (any image generator)."""
     if config.eval.max_examples > 0:
         source = _Head(source, config.eval.max_examples)
     evaluators = [ShardedEval(RendererHeldOut(predict), source, config.eval.global_batch_size, mesh)]

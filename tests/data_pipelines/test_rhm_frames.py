@@ -11,7 +11,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from data_pipelines.synthtalk import face
-from data_pipelines.windows import FLIP_68, MOUTH_BOX_POINTS, EvaluationWindows, RHMFrames, decode_frames, make_window
+from macl_jax.geometry.camera import MOUTH_BOX_INDICES
+from data_pipelines.windows import FLIP_68, EvaluationWindows, RHMFrames, decode_frames, make_window
 from macl_jax.geometry.motion_match import match_reference
 
 STORED = 64
@@ -126,13 +127,14 @@ def test_mouth_box_covers_the_mouth_and_blacks_out_the_warping_reference(clip):
             ex = RHMFrames(size=size, augment=augment)(clip, np.random.default_rng(seed))
             margin = 5 * size / 256
             for pts, box in [*zip(ex["ref_landmarks"], ex["ref_mouth_boxes"]), (ex["target_landmarks"], ex["target_mouth_box"])]:
-                mouth = pts[list(MOUTH_BOX_POINTS)]
+                mouth = pts[list(MOUTH_BOX_INDICES)]
                 x0, y0, x1, y1 = box
                 assert 0 <= x0 < x1 <= size and 0 <= y0 < y1 <= size
-                lo, hi = mouth.min(0), mouth.max(0)
-                assert np.all(np.maximum(lo - margin, 0) >= [x0, y0]) and np.all(np.minimum(hi + margin, size - 1) < [x1, y1])
-                assert np.all((lo - margin - 1 < [x0, y0]) | (np.array([x0, y0]) == 0))  # no more than the margin
-                assert np.all((hi + margin + 1 >= [x1, y1]) | (np.array([x1, y1]) == size))
+                lo = np.maximum(mouth.min(0) - margin, 0)
+                hi = np.minimum(mouth.max(0) + margin, size - 1)
+                # The pixels whose centres lie within the margin of the mouth points (ends exclusive).
+                assert np.all(np.array([x0, y0]) >= lo) and np.all(np.array([x0, y0]) - 1 < lo)
+                assert np.all(np.array([x1, y1]) - 1 <= hi) and np.all(np.array([x1, y1]) > hi)
             w = int(ex["warp_ref"])
             mask = ex["warp_ref_mouth_mask"][..., 0].astype(bool)
             x0, y0, x1, y1 = ex["ref_mouth_boxes"][w]
