@@ -105,3 +105,14 @@ def apply_schedule(config: ml_collections.ConfigDict, *, steps: int, batch: int,
     config.train.log_every = log_every
     config.train.eval_every = every
     config.checkpoint.every_steps = every
+
+
+def heldout_image_eval(config: ml_collections.ConfigDict, preset: dict) -> None:
+    """The image generators' held-out evaluation from a preset's `eval_batch`, `eval_max`, `fid`, `lpips`."""
+    config.eval.global_batch_size = preset["eval_batch"]
+    config.eval.split = "test"  # held-out speakers
+    config.eval.max_examples = preset["eval_max"]  # 0: the whole split
+    # FID (Inception pool features) and LPIPS-VGG16 of the held-out frames, each with the
+    # copy-the-reference baseline (macl_jax.evals.image_quality).
+    config.eval.fid = preset["fid"]
+    config.eval.lpips = preset["lpips"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs._base import apply_schedule, preset_base_config
+from configs._base import apply_schedule, heldout_image_eval, preset_base_config
 
 FIRST_RELUS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -75,11 +75,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     apply_schedule(
         config, steps=preset["steps"], batch=preset["batch"], lr=preset["lr"], log_every=preset["log_every"], every=preset["every"]
     )
-    config.eval.global_batch_size = preset["eval_batch"]
-    config.eval.split = "test"  # held-out speakers
-    config.eval.max_examples = preset["eval_max"]  # 0: the whole split
-    # FID (Inception pool features) and LPIPS-VGG16 of the held-out frames, each with the
-    # copy-the-reference baseline (macl_jax.evals.image_quality): off for tiny/cpu (CPU time).
-    config.eval.fid = preset["fid"]
-    config.eval.lpips = preset["lpips"]
+    heldout_image_eval(config, preset)
     return config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import jax
 import numpy as np
@@ -22,6 +22,7 @@ from macl_jax.config import fingerprint as config_fingerprint
 from macl_jax.parallel import check_global_batch, infer_state_shardings, to_global_batch
 from macl_jax.train.faults import inject_faults
 from macl_jax.train.logging import MetricWriter, Progress
+from macl_jax.train.runtime import runtime_mesh
 from macl_jax.train.state import Task, TrainState
 from macl_jax.train.timing import RunTimer
 
@@ -306,3 +307,20 @@ def fit_and_summarize(
         **result.goodput,
     }
     return result, summary
+
+
+def train_and_evaluate(
+    config: Any,
+    workdir: Path,
+    *,
+    build_task: Callable[[Any], Task],
+    train_iterator: Callable[[Any, Mesh], Iterator],
+    build_evaluators: Callable[[Any, Task, Mesh], Sequence[Evaluator]],
+) -> tuple[FitResult, dict[str, Any]]:
+    """A stage's `run` when it needs nothing else: the config's mesh, the task, its training
+    stream and held-out evaluators, then `fit_and_summarize`."""
+    mesh = runtime_mesh(config)
+    task = build_task(config)
+    train_iter = train_iterator(config, mesh)
+    evaluators = build_evaluators(config, task, mesh)
+    return fit_and_summarize(task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators)

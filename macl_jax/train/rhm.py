@@ -42,9 +42,9 @@ from macl_jax.models import vgg
 from macl_jax.models.renderers import rhm_discriminator
 from macl_jax.models.rhm.generator import RHMGenerator
 from macl_jax.precision import compute_dtype
-from macl_jax.train.loop import fit_and_summarize
+from macl_jax.train.loop import train_and_evaluate
 from macl_jax.train.renderer import RendererTask
-from macl_jax.train.runtime import runtime_mesh, training_iterator
+from macl_jax.train.runtime import training_iterator
 from macl_jax.train.state import TrainState, all_finite, global_norm, split_model
 
 FEATURE_MATCHING_LAYERS = rhm_losses.LAYER_REDUCTIONS
@@ -259,11 +259,6 @@ def train_iterator(config: Any, mesh: Any):
 
 def run(config: Any, workdir: Path) -> dict[str, Any]:
     """Trains the RHM generator and evaluates it on held-out speakers; returns the final metrics."""
-    mesh = runtime_mesh(config)
-    task = build_task(config)
-    train_iter = train_iterator(config, mesh)
-    evaluators = build_evaluators(config, task, mesh)
-    _, summary = fit_and_summarize(
-        task, config=config, workdir=workdir, train_iter=train_iter, mesh=mesh, evaluators=evaluators
-    )
-    return summary
+    return train_and_evaluate(
+        config, workdir, build_task=build_task, train_iterator=train_iterator, build_evaluators=build_evaluators
+    )[1]
