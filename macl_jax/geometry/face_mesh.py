@@ -289,14 +289,12 @@ def _render_ani(
     triangles = mesh_triangles(level)
     ref_xy, ref_depth = reference_camera.project(apply_rigid(local, r_ref, t_ref))
     tgt_xy, tgt_depth = camera.project(apply_rigid(local, r_tgt, t_tgt))
-    raster = rasterize(
-        jnp.concatenate([tgt_xy, tgt_depth[:, None]], axis=-1),
-        triangles,
-        height,
-        width,
-        cull_backfaces=cull_backfaces,
-        perspective_correct=camera.perspective,
-    )
+
+    def draw(xy: jax.Array, depth: jax.Array, view: Camera):
+        return rasterize(jnp.concatenate([xy, depth[:, None]], axis=-1), triangles, height, width,
+                         cull_backfaces=cull_backfaces, perspective_correct=view.perspective)
+
+    raster = draw(tgt_xy, tgt_depth, camera)
     mask = raster.mask
 
     # The surface point under each target pixel, seen from the reference: exact for the mesh
@@ -316,14 +314,7 @@ def _render_ani(
     out = jnp.where(mask[..., None], drawn, jnp.broadcast_to(background, drawn.shape))
 
     # Hidden in the reference: the reference z-buffer at the point's pixel holds something nearer.
-    ref_raster = rasterize(
-        jnp.concatenate([ref_xy, ref_depth[:, None]], axis=-1),
-        triangles,
-        height,
-        width,
-        cull_backfaces=cull_backfaces,
-        perspective_correct=reference_camera.perspective,
-    )
+    ref_raster = draw(ref_xy, ref_depth, reference_camera)
     qx = jnp.round(point_ref[..., 0])
     qy = jnp.round(point_ref[..., 1])
     inside = (qx >= 0) & (qx <= width - 1) & (qy >= 0) & (qy <= height - 1)
