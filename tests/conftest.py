@@ -1,13 +1,22 @@
 """Test-process set-up: 8 CPU devices, before anything imports jax."""
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# One XLA compilation cache for the session, shared with every `macl-jax` child process through the
+# environment: many tests compile the same tiny train and eval steps, in-process and in fresh
+# processes, and a cache hit loads the executable XLA built the first time (same HLO, same flags, so
+# the same numbers) instead of compiling it again. A fresh directory per session, removed at the end.
+_XLA_CACHE = tempfile.mkdtemp(prefix="macl_jax_test_xla_cache_")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -16,6 +25,10 @@ if str(REPO_ROOT) not in sys.path:
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
 
 
 def _main_env(extra: dict | None = None) -> dict:
