@@ -37,6 +37,7 @@ from macl_jax.geometry.camera import (
     mouth_box_mask,
     project_at_pose,
 )
+from macl_jax.geometry.forehead import FOREHEAD_JAW_INDICES, NUM_FACE_POINTS, add_forehead
 from macl_jax.geometry.raster import interpolate, rasterize
 from macl_jax.geometry.resample import bilinear_sample
 from macl_jax.geometry.rigid import apply_rigid, unapply_rigid
@@ -61,10 +62,7 @@ __all__ = [
     "render_ani",
 ]
 
-# Forehead points 68..82 come from jaw points 15, 14, ..., 1 (in this order), as in the
-# reference code's landmark drawing, so the outline 0..16, 68..82 runs once around the face.
-FOREHEAD_JAW_INDICES: tuple[int, ...] = tuple(range(15, 0, -1))
-NUM_MESH_POINTS = 68 + len(FOREHEAD_JAW_INDICES)
+NUM_MESH_POINTS = NUM_FACE_POINTS  # the 68 landmarks and the 15 forehead points (geometry/forehead.py)
 # The face outline (jaw, then forehead back toward point 0): the mesh boundary.
 RIM_INDICES: tuple[int, ...] = tuple(range(17)) + tuple(range(68, 83))
 MAX_LEVEL = 3
@@ -105,24 +103,6 @@ FACE_TRIANGLES.setflags(write=False)
 # (about 4 mm on a face; coarser than the depth step of a steep triangle across one pixel).
 _OCCLUSION_TOLERANCE = 0.05
 # The reference code's mouth-box margin, in pixels of a 256-px image.
-
-
-def add_forehead(points: Any) -> Any:
-    """(..., 68, C) face-local landmarks (C = 2 or 3, y down) -> (..., 83, C) with 15 forehead points.
-
-    Jaw points 15..1 are mirrored about the horizontal line y_b = (y_0 + y_16) / 2 with their height
-    scaled by 2/3: y' = y_b + (y_b - y) * 2/3; x and (in 3-D) z are kept, so the forehead curves
-    back toward the temples as the jaw does toward the ears. numpy or jax in, same out.
-    """
-    xp = namespace(points)
-    p = xp.asarray(points)
-    if p.ndim < 2 or p.shape[-2] != 68 or p.shape[-1] not in (2, 3):
-        raise ValueError(f"add_forehead(points): expected (..., 68, 2 or 3) face-local landmarks, got shape {p.shape}.")
-    jaw = p[..., list(FOREHEAD_JAW_INDICES), :]
-    base = 0.5 * (p[..., 0, 1] + p[..., 16, 1])[..., None]
-    mirrored_y = base + (base - jaw[..., 1]) * (2.0 / 3.0)
-    forehead = xp.concatenate([jaw[..., :1], mirrored_y[..., None], jaw[..., 2:]], axis=-1)
-    return xp.concatenate([p, forehead.astype(p.dtype)], axis=-2)
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# Point 68 + i is jaw point 15 - i mirrored above the jaw-end line, so the outline continues from
-# point 16 back over the forehead to point 0.
-UPPER_FACE_SOURCES: tuple[int, ...] = tuple(range(15, 0, -1))
-NUM_EDGE_POINTS = 68 + len(UPPER_FACE_SOURCES)  # 83
+from macl_jax.geometry.forehead import NUM_FACE_POINTS, add_forehead
+
+# Points 68..82 are the forehead of `geometry.forehead`: the outline continues from point 16 back
+# over the forehead to point 0.
 
 EDGE_PARTS: tuple[tuple[int, ...], ...] = (
     (*range(0, 17), *range(68, 83), 0),  # face outline, closed over the synthesised forehead
@@ -49,18 +49,6 @@ def _pieces(parts: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
 EDGE_PIECES = _pieces(EDGE_PARTS)
 
 _MAX_SIZE = 4096
-
-
-def with_upper_face(landmarks: np.ndarray) -> np.ndarray:
-    """(..., 68, 2) pixel landmarks -> (..., 83, 2): points 68..82 mirror jaw points 15..1 about
-    y_b = (y_0 + y_16) / 2 as y' = y_b + (y_b - y) * 2 / 3 (x unchanged)."""
-    lm = np.asarray(landmarks, np.float64)
-    if lm.ndim < 2 or lm.shape[-2:] != (68, 2):
-        raise ValueError(f"with_upper_face: landmarks must be (..., 68, 2) pixel (x, y), got {lm.shape}")
-    upper = lm[..., UPPER_FACE_SOURCES, :].copy()
-    baseline = 0.5 * (lm[..., 0, 1] + lm[..., 16, 1])[..., None]
-    upper[..., 1] = baseline + (baseline - upper[..., 1]) * (2.0 / 3.0)
-    return np.concatenate([lm, upper], axis=-2)
 
 
 def _ragged(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +100,14 @@ def face_edge_map(landmarks: np.ndarray, size: int) -> np.ndarray:
     """(..., 68, 2) pixel (x, y) landmarks -> uint8 (..., size, size) edge map, 255 on the curves, 0 elsewhere."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= _MAX_SIZE:
         raise ValueError(f"face_edge_map: size must be an integer in [1, {_MAX_SIZE}], got {size!r}")
-    lm = with_upper_face(landmarks)
+    lm = np.asarray(landmarks, np.float64)
+    if lm.ndim < 2 or lm.shape[-2:] != (68, 2):
+        raise ValueError(f"face_edge_map: landmarks must be (..., 68, 2) pixel (x, y), got {lm.shape}")
+    lm = add_forehead(lm)
     if not np.all(np.isfinite(lm)):
         raise ValueError("face_edge_map: landmarks contain NaN/Inf")
     batch = lm.shape[:-2]
-    flat = lm.reshape(-1, NUM_EDGE_POINTS, 2)
+    flat = lm.reshape(-1, NUM_FACE_POINTS, 2)
     n = flat.shape[0]
     out = np.zeros((n, size, size), np.uint8)
     frames, xs, ys = [], [], []

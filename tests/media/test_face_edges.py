@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from data_pipelines.synthtalk import face
-from macl_jax.media.face_edges import EDGE_PARTS, EDGE_PIECES, face_edge_map, with_upper_face
+from macl_jax.geometry.forehead import add_forehead
+from macl_jax.media.face_edges import EDGE_PARTS, EDGE_PIECES, face_edge_map
 
 
 def _face(size=64, yaw=0.2):
@@ -14,7 +15,7 @@ def _face(size=64, yaw=0.2):
 
 def test_upper_face_mirrors_the_jaw_about_its_end_line():
     lm = _face()
-    out = with_upper_face(lm)
+    out = add_forehead(lm)
     assert out.shape == (83, 2)
     np.testing.assert_array_equal(out[:68], lm)
     yb = (lm[0, 1] + lm[16, 1]) / 2
@@ -38,7 +39,7 @@ def test_map_passes_through_every_drawn_landmark():
     edge = face_edge_map(lm, size)
     assert edge.shape == (size, size) and edge.dtype == np.uint8
     assert set(np.unique(edge)) == {0, 255}
-    pts = with_upper_face(lm)
+    pts = add_forehead(lm)
     drawn = sorted({i for part in EDGE_PARTS for i in part})
     ys, xs = np.nonzero(edge)
     for i in drawn:
