@@ -38,8 +38,9 @@ def dataset_dir(data: Any) -> str:
 def dataset_camera(data: Any) -> Pinhole | Orthographic:
     """How the configured dataset's 3-D landmarks (posed by its head poses) project onto its stored frames.
 
-    SynthTalk: its pinhole camera at the variant's image size. Real datasets store (x, y, 0) in
-    crop pixels (data_pipelines/real/preprocess.py), so the projection is the identity on x, y.
+    SynthTalk: its pinhole camera at the variant's image size. Real datasets store x, y in crop
+    pixels with a fitted depth (data_pipelines/real/preprocess.py), so the projection is the
+    identity on x, y.
     """
     if data.dataset == "synthtalk":
         size, camera = parse_name(data.variant).image_size, SynthTalkCamera()

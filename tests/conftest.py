@@ -140,6 +140,23 @@ def tiny_voxceleb(synthtalk_tiny_root):
 
 
 @pytest.fixture(scope="session")
+def rhm_tiny_run(synthtalk_tiny_root, tmp_path_factory):
+    """(workdir, final metrics) of a 4-step `rhm` run of the tiny preset (checkpoints at 2 and 4,
+    evaluated at 4), trained once per session in this process: the stage's smoke test and the
+    generation tests share it."""
+    from macl_jax.config import freeze, load_config, write_resolved_config
+    from macl_jax.train import rhm
+
+    workdir = tmp_path_factory.mktemp("rhm_tiny")
+    config = freeze(load_config("configs/rhm.py:tiny", [
+        "checkpoint.async_save=false", f"data.dir={synthtalk_tiny_root}", "train.num_steps=4", "train.eval_every=4",
+        "checkpoint.every_steps=2",
+    ]))
+    write_resolved_config(config, workdir)  # as `macl-jax rhm` does: what generation restores from
+    return workdir, rhm.run(config, workdir)
+
+
+@pytest.fixture(scope="session")
 def quick_pipeline(synthtalk_tiny_root, tmp_path_factory):
     """(workdir, completed process) of `macl-jax pipeline --quick` on the tiny SynthTalk build,
     trained once per session (a few minutes on 2 cores)."""

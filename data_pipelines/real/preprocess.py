@@ -23,11 +23,11 @@ Files that cannot become a clip raise `SkipClip(reason, detail)`; conditions tha
 (resampled rates, extra faces, interpolated frames) are listed in `ProcessedClip.notes`. Both
 feed the dataset's `preprocess_report.json` (see `report.py`).
 
-What real data stores where the schema expects 3-D: no depth is measured, so `landmarks_3d` is
-(x, y, 0) in crop pixels; `head_rotation` is the rotation R of the scaled-orthographic fit
-landmarks_2d ~ s * (R X)[:2] + t of SynthTalk's 3-D mean face X on the 27 stable points (same
-axes and Euler convention as SynthTalk: x right, y down, z toward the camera), and
-`head_translation` is (t_x, t_y, 0) in crop pixels.
+What real data stores where the schema expects 3-D: no depth is measured. `head_rotation` is the
+rotation R of the scaled-orthographic fit landmarks_2d ~ s * (R X)[:2] + t of SynthTalk's 3-D
+mean face X on the 27 stable points (same axes and Euler convention as SynthTalk: x right, y down,
+z toward the camera), `head_translation` is (t_x, t_y, 0) in crop pixels, and `landmarks_3d` is
+(x, y, z) with the observed x, y and the fitted mean face's depth z = s (R X)_z (`lift_landmarks`).
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ class ProcessedClip:
     scale: float  # clip eye-corner distance in crop pixels
     offset: np.ndarray  # float32 (2,)
     closed_mouth: int  # index of the most closed-mouth frame
+    landmarks_3d: np.ndarray  # float32 (T, 68, 3): x, y of `landmarks`, the fitted mean face's depth
     head_rotation: np.ndarray  # float32 (T, 3, 3)
     head_translation: np.ndarray  # float32 (T, 3)
     mel: np.ndarray  # float32 (M, 80), MACL log-mel
@@ -326,6 +327,23 @@ def _canonical_face() -> np.ndarray:
     return face.mean_shape()
 
 
+def lift_landmarks(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D pixel landmarks (T, 68, 2) with a depth: posed (T, 68, 3), R (T, 3, 3), t (T, 3).
+
+    The scaled-orthographic pose of `weak_perspective_pose` against SynthTalk's mean face gives
+    each point the depth of the fitted mean face, s (R X)_z, in the same pixel units; x and y stay
+    the observed ones. So posed = R local + t (t_z = 0) holds for a face-local shape that is the
+    mean face's depth under the observed outline, which is what the 3-D render of one photo needs
+    (an orthographic camera in the crop's pixels, `macl_jax.geometry.camera.Orthographic()`).
+    """
+    points = np.asarray(points, np.float64)
+    canonical = _canonical_face()
+    rotation, translation, scale = weak_perspective_pose(points, canonical)
+    depth = scale[:, None] * np.einsum("tj,kj->tk", rotation[:, 2], canonical)
+    posed = np.concatenate([points, depth[..., None]], axis=-1)
+    return posed, rotation, np.concatenate([translation, np.zeros((len(points), 1))], axis=1)
+
+
 # ----------------------------------------------------------------------------- media
 
 
@@ -479,7 +497,7 @@ def preprocess_video(
 
     normalised, scale, offset = normalise_scale(crop_landmarks)
     alignment = align_2d(normalised)
-    rotation, translation, _ = weak_perspective_pose(crop_landmarks, _canonical_face())
+    posed, rotation, translation = lift_landmarks(crop_landmarks)
     return ProcessedClip(
         frames=crops,
         audio=clip_audio,
@@ -493,8 +511,9 @@ def preprocess_video(
         scale=float(scale),
         offset=np.asarray(offset, np.float32),
         closed_mouth=int(closed_mouth_frame(alignment.aligned, method="area")),
+        landmarks_3d=posed.astype(np.float32),
         head_rotation=rotation.astype(np.float32),
-        head_translation=np.concatenate([translation, np.zeros((num, 1))], axis=1).astype(np.float32),
+        head_translation=translation.astype(np.float32),
         mel=audio_features.log_mel(clip_audio),
         notes=tuple(sorted(notes)),
         source={

@@ -71,7 +71,7 @@ def example_from_clip(task: Task, clip: ProcessedClip, speaker: int, options: Pr
         audio=clip.audio,
         frames=clip.frames,
         landmarks_2d=clip.landmarks,
-        landmarks_3d=np.concatenate([clip.landmarks, np.zeros_like(clip.landmarks[..., :1])], axis=-1),
+        landmarks_3d=clip.landmarks_3d,
         landmarks_valid=clip.valid,
         head_rotation=clip.head_rotation,
         head_translation=clip.head_translation,

@@ -1,11 +1,12 @@
 """`macl-jax generate`: a face photo and a speech file to a talking-head video (H.264 + AAC, 25 fps).
 
     macl-jax generate --checkpoint DIR --image FACE.jpg --audio SPEECH.wav --out OUT.mp4
-        [--renderer model|warp] [--mode max_alpha|mean|sample] [--seed N] [--size PX]
+        [--renderer model|rhm|warp] [--mode max_alpha|mean|sample] [--seed N] [--size PX]
     macl-jax generate --checkpoint DIR --batch jobs.csv
 
-DIR is a `macl-jax pipeline` workdir (its `mdn/` and `renderer/` runs) or an `mdn` run's workdir
-(then `--renderer warp`, or `--renderer-checkpoint` for a renderer run). The face is found with
+DIR is a `macl-jax pipeline` workdir (its `mdn/` and `renderer/` runs, and `rhm/` when one was
+trained there) or an `mdn` run's workdir (then `--renderer warp`, or `--renderer-checkpoint` for a
+`renderer` or `rhm` run). The face is found with
 dlib in a photo of any size and cropped; the speech may be any length, sample rate, channel count
 and format FFmpeg reads (wav, flac, mp3, m4a, ...). The video carries the input audio and has one
 frame per 40 ms of it. `jobs.csv` has a header with `image,audio,out` and optionally `mode`, `seed`,
@@ -30,12 +31,18 @@ from macl_jax.checkpoint import CheckpointError
 from macl_jax.config import ConfigError
 from macl_jax.infer.inputs import crop_face, decode_speech, find_face, load_photo
 from macl_jax.infer.motion import LandmarkPredictor, reference_face
-from macl_jax.infer.render import ModelRenderer, WarpFrames
+from macl_jax.infer.render import ModelRenderer, RHMRenderer, WarpFrames
 from macl_jax.media.video_io import MediaError, WavSlices, write_video
 from macl_jax.train.restore import EvalError
 
 JOB_FIELDS = ("image", "audio", "out", "mode", "seed", "renderer", "emotion")
-RENDERERS = ("model", "warp")
+RENDERERS = ("model", "rhm", "warp")
+# The training stage whose run each learned renderer restores, and the command that trains one.
+RENDERER_STAGES = {"model": "renderer", "rhm": "rhm"}
+TRAIN_COMMANDS = {
+    "model": "macl-jax renderer --config configs/renderer.py:cpu --workdir {root}/renderer",
+    "rhm": "macl-jax rhm --config configs/rhm.py:cpu --workdir {root}/rhm",
+}
 
 
 class JobError(ValueError):
@@ -50,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .mp4")
     p.add_argument("--batch", help="CSV of jobs (columns image,audio,out[,mode,seed,renderer,emotion])")
     p.add_argument("--renderer", choices=RENDERERS, help="default: model when the checkpoint has a renderer run, else warp")
-    p.add_argument("--renderer-checkpoint", help="a `renderer` run's workdir (default: DIR/renderer)")
+    p.add_argument("--renderer-checkpoint", help="a `renderer` or `rhm` run's workdir (default: DIR/renderer, DIR/rhm)")
     p.add_argument("--mode", default=None, help="MDN output: max_alpha (the paper's), mean or sample (default: the run's infer.mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of --mode sample")
     p.add_argument("--emotion", default="", help="emotion, for models that take one")
@@ -63,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_directories(checkpoint: str | Path, renderer_checkpoint: str | None) -> tuple[Path, Path | None]:
-    """(mdn run, renderer run or None) of a pipeline workdir or an mdn workdir."""
+def run_directories(checkpoint: str | Path, renderer_checkpoint: str | None) -> tuple[Path, dict[str, Path]]:
+    """(mdn run, {renderer kind: run}) of a pipeline workdir or an mdn workdir; the learned
+    renderers found (`model`: DIR/renderer, `rhm`: DIR/rhm, or --renderer-checkpoint by its stage)."""
     root = Path(checkpoint)
     if (root / "mdn" / "config.json").is_file():
         mdn_dir = root / "mdn"
@@ -75,13 +83,18 @@ def run_directories(checkpoint: str | Path, renderer_checkpoint: str | None) -> 
             f"--checkpoint {root}: neither {root / 'mdn' / 'config.json'} nor {root / 'config.json'} exists; pass a "
             "`macl-jax pipeline` workdir or the workdir of an `mdn` run"
         )
+    runs = {kind: root / stage for kind, stage in RENDERER_STAGES.items() if (root / stage / "config.json").is_file()}
     if renderer_checkpoint:
-        renderer_dir = Path(renderer_checkpoint)
-        if not (renderer_dir / "config.json").is_file():
-            raise JobError(f"--renderer-checkpoint {renderer_dir}: no config.json there; pass a `renderer` run's workdir")
-    else:
-        renderer_dir = root / "renderer" if (root / "renderer" / "config.json").is_file() else None
-    return mdn_dir, renderer_dir
+        path = Path(renderer_checkpoint)
+        try:
+            stage = json.loads((path / "config.json").read_text())["stage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise JobError(f"--renderer-checkpoint {path}: no readable config.json there; pass a `renderer` or `rhm` run's workdir") from None
+        kinds = [kind for kind, s in RENDERER_STAGES.items() if s == stage]
+        if not kinds:
+            raise JobError(f"--renderer-checkpoint {path} is a {stage!r} run; pass a `renderer` or `rhm` run's workdir")
+        runs[kinds[0]] = path
+    return mdn_dir, runs
 
 
 def read_jobs(path: str | Path, defaults: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,9 +132,9 @@ class Generator:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.mdn_dir, self.renderer_dir = run_directories(args.checkpoint, args.renderer_checkpoint)
+        self.mdn_dir, self.renderer_runs = run_directories(args.checkpoint, args.renderer_checkpoint)
         self._predictors: dict[str | None, Any] = {}
-        self._model_renderer = None
+        self._renderers: dict[str, Any] = {}
 
     def predictor(self, mode: str | None):
         if mode not in self._predictors:
@@ -132,17 +145,24 @@ class Generator:
         return self._predictors[mode]
 
     def renderer_kind(self, requested: str | None) -> str:
-        kind = requested or ("model" if self.renderer_dir else "warp")
+        kind = requested or ("model" if "model" in self.renderer_runs else "warp")
         if kind not in RENDERERS:
             raise JobError(f"renderer {kind!r}: choose one of {', '.join(RENDERERS)}")
-        if kind == "model" and self.renderer_dir is None:
-            raise JobError(f"--renderer model: {self.args.checkpoint} has no renderer run; pass --renderer-checkpoint DIR or --renderer warp")
+        if kind in RENDERER_STAGES and kind not in self.renderer_runs:
+            root = Path(self.args.checkpoint)
+            raise JobError(
+                f"--renderer {kind}: {root} has no `{RENDERER_STAGES[kind]}` run. Train one with "
+                f"`{TRAIN_COMMANDS[kind].format(root=root)} --config.data.dir=<SynthTalk dir>`, pass "
+                "--renderer-checkpoint DIR of such a run, or use --renderer warp"
+            )
         return kind
 
-    def model_renderer(self):
-        if self._model_renderer is None:
-            self._model_renderer = ModelRenderer(self.renderer_dir, self.args.checkpoint_step)
-        return self._model_renderer
+    def learned_renderer(self, kind: str):
+        """The `model` or `rhm` renderer, loaded once."""
+        if kind not in self._renderers:
+            make = ModelRenderer if kind == "model" else RHMRenderer
+            self._renderers[kind] = make(self.renderer_runs[kind], self.args.checkpoint_step)
+        return self._renderers[kind]
 
     def run(self, job: dict[str, Any], show_progress: bool) -> dict[str, Any]:
         if job.get("emotion"):
@@ -158,10 +178,15 @@ class Generator:
         predictor = self.predictor(job.get("mode"))
         photo = load_photo(job["image"])
         landmarks = find_face(photo, job["image"])
-        size = self.model_renderer().size if kind == "model" else int(self.args.size)
+        size = self.learned_renderer(kind).size if kind in RENDERER_STAGES else int(self.args.size)
         crop, crop_landmarks = crop_face(photo, landmarks, size, float(self.args.crop_scale))
         face = reference_face(crop_landmarks)
-        frames_of = self.model_renderer().bind(crop) if kind == "model" else WarpFrames(crop, crop_landmarks)
+        if kind == "model":
+            frames_of = self.learned_renderer(kind).bind(crop)
+        elif kind == "rhm":
+            frames_of = self.learned_renderer(kind).bind(crop, crop_landmarks)
+        else:
+            frames_of = WarpFrames(crop, crop_landmarks)
         with tempfile.TemporaryDirectory(prefix="macl-generate-") as tmp:
             speech = decode_speech(job["audio"], tmp)
             bar = tqdm(total=speech.num_frames, unit="frame", desc=out.name, disable=not show_progress, leave=False)

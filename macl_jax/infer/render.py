@@ -1,7 +1,9 @@
-"""Frames from landmarks: the trained landmark-to-image renderer, or the photo warped.
+"""Frames from landmarks: a trained generator, or the photo warped.
 
 `model`: a `macl-jax renderer` run draws each frame's landmark raster and renders it with the
 reference photo (MACL stage 3). It works on faces from the domain it was trained on.
+`rhm`: a `macl-jax rhm` run (the Rhythmic Head Motion generator) warps the photo and its face mesh
+re-posed to each frame's head pose, and paints what the warp cannot give (docs/rhm_3d_aware.md#one-photo).
 `warp`: the photo itself is warped from its own landmarks to each frame's (piecewise-affine, with
 the opened mouth painted), so any real photo gives a plausible video without a photo-trained
 renderer.
@@ -9,18 +11,24 @@ renderer.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.real.preprocess import lift_landmarks
 from data_pipelines.synthtalk.specs import parse_name
+from data_pipelines.windows import box_mask, mouth_box
 from macl_jax.config import freeze, recorded_config
+from macl_jax.evals.rhm import generator_sizes
+from macl_jax.geometry.camera import Orthographic, project_at_pose
 from macl_jax.infer.warp import WarpRenderer
 from macl_jax.media.augment import to_uint8
 from macl_jax.media.draw_jax import landmark_raster_jax
-from macl_jax.train import renderer
+from macl_jax.media.face_edges import face_edge_map
+from macl_jax.train import renderer, rhm
 from macl_jax.train.restore import restore_on_one_device
 
 # Frames rendered per call: one compiled shape whatever the video's length.
@@ -82,3 +90,78 @@ class WarpFrames:
 
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         return _batched(self._warp, landmarks)
+
+
+class RHMRenderer:
+    """A trained `rhm` run bound to one photo (already cropped to `size`) and its 68 landmarks.
+
+    The photo stands in for every one of the generator's K references and is the warping
+    reference (its mouth box blacked out when the run was trained so). Its landmarks are lifted to
+    3-D with the depth of the mean face fitted to them (`lift_landmarks`), each frame's head pose
+    is the same fit to that frame's landmarks, and the photo's mesh is rendered at that pose by an
+    orthographic camera in the crop's pixels (the render the generator warps as its second source).
+    """
+
+    def __init__(self, workdir: str | Path, checkpoint: str = "best"):
+        config = recorded_config(workdir, checkpoint, stage="rhm")
+        config.loss.vgg = 0.0  # the perceptual loss's network is not needed to generate
+        self.config = freeze(config)
+        self.size = int(self.config.data.size) or frame_size(self.config)
+        self.num_refs = generator_sizes(self.config).num_refs
+        # The dataset's camera is replaced: a photo's lifted landmarks are in its crop's pixels.
+        task = dataclasses.replace(rhm.build_task(self.config), camera=Orthographic())
+        self.state, self.step = restore_on_one_device(task, self.config, workdir)
+
+        def render(state, batch):
+            return to_uint8(task.predict(state, batch)).astype(jnp.uint8)
+
+        self._render = jax.jit(render)
+        self._fixed: dict[str, np.ndarray] | None = None
+        self._reference_pose: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def bind(self, photo: np.ndarray, landmarks: np.ndarray) -> "RHMRenderer":
+        size, k = self.size, self.num_refs
+        if photo.shape != (size, size, 3):
+            raise ValueError(f"the reference photo must be cropped to {size} px, got {photo.shape}")
+        landmarks = np.asarray(landmarks, np.float64)
+        posed, rotation, translation = lift_landmarks(landmarks[None])
+        self._reference_pose = posed[0], rotation[0], translation[0]
+        warp_image = np.array(photo)
+        if self.config.data.mask_mouth:
+            warp_image[box_mask(mouth_box(landmarks, size), size)[..., 0] == 1] = 0
+        self._fixed = {
+            "ref_images": np.repeat(photo[None], k, 0),
+            "ref_maps": np.repeat(face_edge_map(landmarks, size)[None, ..., None], k, 0),
+            "target_image": np.zeros_like(photo),  # not read by the generator
+            "warp_ref": np.int32(0),
+            "warp_ref_image": warp_image,
+            "ref_landmarks_3d": np.repeat(posed.astype(np.float32), k, 0),
+            "ref_rotation": np.repeat(rotation.astype(np.float32), k, 0),
+            "ref_translation": np.repeat(translation.astype(np.float32), k, 0),
+            "ref_transform": np.eye(2, 3, dtype=np.float32),
+            "target_transform": np.eye(2, 3, dtype=np.float32),
+        }
+        return self
+
+    def batch(self, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+        """The generator's inputs for frames with these (n, 68, 2) crop-pixel landmarks."""
+        if self._fixed is None or self._reference_pose is None:
+            raise RuntimeError("bind(photo, landmarks) before rendering")
+        size, n = self.size, len(landmarks)
+        landmarks = np.asarray(landmarks, np.float64)
+        _, rotation, translation = lift_landmarks(landmarks)  # each frame's head pose
+        posed, r_ref, t_ref = self._reference_pose
+        ani = np.stack([project_at_pose(posed, (r_ref, t_ref), (r, t), Orthographic()) for r, t in zip(rotation, translation)])
+        per_frame = {
+            "ani_landmarks": ani.astype(np.float32),  # where the render puts the photo's landmarks
+            "target_map": face_edge_map(landmarks, size)[..., None],
+            "ani_map": face_edge_map(ani, size)[..., None],
+            "target_mouth_mask": box_mask(mouth_box(landmarks, size), size),
+            "target_rotation": rotation.astype(np.float32),
+            "target_translation": translation.astype(np.float32),
+        }
+        fixed = {key: np.broadcast_to(value, (n, *np.shape(value))) for key, value in self._fixed.items()}
+        return {**fixed, **per_frame}
+
+    def __call__(self, landmarks: np.ndarray) -> np.ndarray:
+        return _batched(lambda lm: self._render(self.state, self.batch(np.asarray(lm, np.float64))), landmarks)

@@ -68,18 +68,18 @@ def test_the_ablations_drop_their_branches(synthtalk_tiny_root, overrides, on):
     assert set(parts) == expected, sorted(parts)
 
 
-def test_smoke_run_trains_evaluates_and_checkpoints(tmp_path, synthtalk_tiny_root):
-    config = _config(synthtalk_tiny_root, ["train.num_steps=4", "train.eval_every=4", "checkpoint.every_steps=2"])
-    out = rhm.run(config, tmp_path)
+def test_smoke_run_trains_evaluates_and_checkpoints(rhm_tiny_run, synthtalk_tiny_root):
+    workdir, out = rhm_tiny_run  # train.num_steps=4, train.eval_every=4, checkpoint.every_steps=2
+    config = _config(synthtalk_tiny_root)
     assert out["step"] == 4
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "loss" in r]
     assert logged and all(np.isfinite(r["loss"]) for r in logged)
     # Every generator term is on, and both networks get gradients (so Adam moves them).
     for key in ("g_adversarial", "feature_matching", "warp_ref", "warp_ani", "flow_ref", "flow_ani", "d_loss"):
         assert all(np.isfinite(r[key]) for r in logged), key
     assert all(r["grad_norm"] > 0 and r["d_grad_norm"] > 0 for r in logged)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
     assert out["heldout_count"] == 8
     for who in ("pred", "copy_ref"):
         assert np.isfinite(out[f"heldout_{who}_psnr"]) and 0 < out[f"heldout_{who}_ssim_gaussian"] <= 1

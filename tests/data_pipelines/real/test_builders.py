@@ -62,8 +62,11 @@ def test_voxceleb2_build(raw_root, plain_build, read_split):
         t = len(example["frames"])
         assert example["speaker"] == speakers.index(schema.as_text(example["speaker_id"]))
         assert example["fps"] == 25 and example["sample_rate"] == 16000 and len(example["audio"]) == t * 640
-        assert example["landmarks_3d"].shape == (t, 68, 3) and np.all(example["landmarks_3d"][..., 2] == 0)
+        assert example["landmarks_3d"].shape == (t, 68, 3)
         np.testing.assert_array_equal(example["landmarks_3d"][..., :2], example["landmarks_2d"])
+        # Depth of the fitted mean face: the nose tip nearer the camera than the jaw's ends.
+        depth = example["landmarks_3d"][..., 2]
+        assert np.all(depth[:, 30] > depth[:, [0, 16]].max(axis=1) + 0.1 * np.ptp(example["landmarks_2d"][..., 0], axis=1))
         np.testing.assert_allclose(np.linalg.det(example["head_rotation"]), 1.0, atol=1e-4)
         assert example["visemes"].shape == (0, 4) and example["phonemes"].shape == (0,)
         # Stored landmarks against the known animation, through the crop box in the report.
