@@ -11,11 +11,16 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# One XLA compilation cache for the session, shared with every `macl-jax` child process through the
-# environment: many tests compile the same tiny train and eval steps, in-process and in fresh
-# processes, and a cache hit loads the executable XLA built the first time (same HLO, same flags, so
-# the same numbers) instead of compiling it again. A fresh directory per session, removed at the end.
-_XLA_CACHE = tempfile.mkdtemp(prefix="macl_jax_test_xla_cache_")
+# One XLA compilation cache for the session, shared with every `macl-jax` child process and every
+# pytest-xdist worker through the environment: many tests compile the same tiny train and eval
+# steps, in-process and in fresh processes, and a cache hit loads the executable XLA built the first
+# time (same HLO, same flags, so the same numbers) instead of compiling it again. JAX guards the
+# cache's files with a lock. A fresh directory per session, made and removed by the process that
+# starts the session (xdist's workers inherit it).
+_OWNS_XLA_CACHE = "MACL_TEST_XLA_CACHE" not in os.environ
+if _OWNS_XLA_CACHE:
+    os.environ["MACL_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="macl_jax_test_xla_cache_")
+_XLA_CACHE = os.environ["MACL_TEST_XLA_CACHE"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +33,19 @@ import pytest  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+    if _OWNS_XLA_CACHE:
+        shutil.rmtree(_XLA_CACHE, ignore_errors=True)
+
+
+# Session fixtures that train models; with pytest-xdist (`-n 2 --dist loadgroup`, the CI command)
+# every test that uses one runs on the same worker, so each is trained once.
+_TRAINED_RUN_FIXTURES = {"quick_pipeline", "rhm_tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("trained_runs"))
 
 
 def _main_env(extra: dict | None = None) -> dict:

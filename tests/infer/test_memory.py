@@ -127,17 +127,22 @@ def assert_memory_flat(
 
 # Generation options under test; a later renderer or motion source is one more entry. Each costs
 # ~80 s on 2 cores (two processes, ~20 s of start-up each), so only `warp` runs in CI; `model` (the
-# quick pipeline's 64 px renderer) passes as well and runs with the slow tests.
+# quick pipeline's 64 px renderer) and `rhm` (the session's tiny `rhm` run, 32 px) pass as well and
+# run with the slow tests. RHM_RUN stands for that run's workdir.
+RHM_RUN = "<rhm_tiny_run>"
 RUNS = [
     pytest.param(["--renderer", "warp"], id="warp"),  # 256 px
     pytest.param(["--renderer", "model"], id="model", marks=pytest.mark.slow),
+    pytest.param(["--renderer", "rhm", "--renderer-checkpoint", RHM_RUN], id="rhm", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize("options", RUNS)
-def test_generate_memory_does_not_grow_with_audio_length(options, quick_pipeline, inputs, main_env):
+def test_generate_memory_does_not_grow_with_audio_length(options, quick_pipeline, inputs, main_env, request):
     workdir, _ = quick_pipeline
     photo, short_audio, long_audio = inputs
+    if RHM_RUN in options:
+        options = [str(request.getfixturevalue("rhm_tiny_run")[0]) if o == RHM_RUN else o for o in options]
 
     def cmd(audio: Path) -> list[str]:
         return [sys.executable, "-m", "macl_jax.main", "generate", "--checkpoint", str(workdir), "--image", str(photo),
