@@ -18,6 +18,7 @@ SUITES = {
     "metrics": "benchmarks.metrics_suite",
     "realdata": "benchmarks.realdata_suite",
     "renderer": "benchmarks.renderer_suite",
+    "rhm": "benchmarks.rhm_suite",
     "mdn": "benchmarks.mdn_suite",
     "quality": "benchmarks.quality_suite",
     "generate": "benchmarks.generate_suite",

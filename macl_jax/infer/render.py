@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -92,44 +93,29 @@ class WarpFrames:
         return _batched(self._warp, landmarks)
 
 
-class RHMRenderer:
-    """A trained `rhm` run bound to one photo (already cropped to `size`) and its 68 landmarks.
+class OnePhotoInputs:
+    """The RHM generator's inputs (`macl_jax.evals.rhm.FIELDS`) from one photo and a landmark track.
 
-    The photo stands in for every one of the generator's K references and is the warping
-    reference (its mouth box blacked out when the run was trained so). Its landmarks are lifted to
-    3-D with the depth of the mean face fitted to them (`lift_landmarks`), each frame's head pose
-    is the same fit to that frame's landmarks, and the photo's mesh is rendered at that pose by an
-    orthographic camera in the crop's pixels (the render the generator warps as its second source).
+    The photo (cropped to `size`, with its 68 landmarks) stands in for every one of the
+    generator's K references and is the warping reference (its mouth box blacked out with
+    `mask_mouth`). Its landmarks are lifted to 3-D with the depth of the mean face fitted to them
+    (`lift_landmarks`), each frame's head pose is the same fit to that frame's landmarks, and the
+    render camera is orthographic in the crop's pixels (docs/rhm_3d_aware.md#one-photo).
     """
 
-    def __init__(self, workdir: str | Path, checkpoint: str = "best"):
-        config = recorded_config(workdir, checkpoint, stage="rhm")
-        config.loss.vgg = 0.0  # the perceptual loss's network is not needed to generate
-        self.config = freeze(config)
-        self.size = int(self.config.data.size) or frame_size(self.config)
-        self.num_refs = generator_sizes(self.config).num_refs
-        # The dataset's camera is replaced: a photo's lifted landmarks are in its crop's pixels.
-        task = dataclasses.replace(rhm.build_task(self.config), camera=Orthographic())
-        self.state, self.step = restore_on_one_device(task, self.config, workdir)
-
-        def render(state, batch):
-            return to_uint8(task.predict(state, batch)).astype(jnp.uint8)
-
-        self._render = jax.jit(render)
-        self._fixed: dict[str, np.ndarray] | None = None
-        self._reference_pose: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def bind(self, photo: np.ndarray, landmarks: np.ndarray) -> "RHMRenderer":
-        size, k = self.size, self.num_refs
-        if photo.shape != (size, size, 3):
-            raise ValueError(f"the reference photo must be cropped to {size} px, got {photo.shape}")
+    def __init__(self, photo: np.ndarray, landmarks: np.ndarray, num_refs: int, mask_mouth: bool = True):
+        size = int(photo.shape[0])
+        if photo.shape != (size, size, 3) or photo.dtype != np.uint8:
+            raise ValueError(f"the reference photo must be a square uint8 RGB crop, got {photo.shape} {photo.dtype}")
         landmarks = np.asarray(landmarks, np.float64)
+        self.size = size
         posed, rotation, translation = lift_landmarks(landmarks[None])
-        self._reference_pose = posed[0], rotation[0], translation[0]
+        self.reference_pose = posed[0], rotation[0], translation[0]
         warp_image = np.array(photo)
-        if self.config.data.mask_mouth:
+        if mask_mouth:
             warp_image[box_mask(mouth_box(landmarks, size), size)[..., 0] == 1] = 0
-        self._fixed = {
+        k = int(num_refs)
+        self.fixed = {
             "ref_images": np.repeat(photo[None], k, 0),
             "ref_maps": np.repeat(face_edge_map(landmarks, size)[None, ..., None], k, 0),
             "target_image": np.zeros_like(photo),  # not read by the generator
@@ -141,16 +127,13 @@ class RHMRenderer:
             "ref_transform": np.eye(2, 3, dtype=np.float32),
             "target_transform": np.eye(2, 3, dtype=np.float32),
         }
-        return self
 
-    def batch(self, landmarks: np.ndarray) -> dict[str, np.ndarray]:
-        """The generator's inputs for frames with these (n, 68, 2) crop-pixel landmarks."""
-        if self._fixed is None or self._reference_pose is None:
-            raise RuntimeError("bind(photo, landmarks) before rendering")
+    def __call__(self, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch for frames with these (n, 68, 2) crop-pixel landmarks."""
         size, n = self.size, len(landmarks)
         landmarks = np.asarray(landmarks, np.float64)
         _, rotation, translation = lift_landmarks(landmarks)  # each frame's head pose
-        posed, r_ref, t_ref = self._reference_pose
+        posed, r_ref, t_ref = self.reference_pose
         ani = np.stack([project_at_pose(posed, (r_ref, t_ref), (r, t), Orthographic()) for r, t in zip(rotation, translation)])
         per_frame = {
             "ani_landmarks": ani.astype(np.float32),  # where the render puts the photo's landmarks
@@ -160,8 +143,47 @@ class RHMRenderer:
             "target_rotation": rotation.astype(np.float32),
             "target_translation": translation.astype(np.float32),
         }
-        fixed = {key: np.broadcast_to(value, (n, *np.shape(value))) for key, value in self._fixed.items()}
+        fixed = {key: np.broadcast_to(value, (n, *np.shape(value))) for key, value in self.fixed.items()}
         return {**fixed, **per_frame}
+
+
+def rhm_predictor(task: Any) -> Any:
+    """jitted (state, batch) -> uint8 frames of an RHM task, its camera replaced by the one-photo
+    orthographic camera."""
+    task = dataclasses.replace(task, camera=Orthographic())
+
+    def render(state, batch):
+        return to_uint8(task.predict(state, batch)).astype(jnp.uint8)
+
+    return jax.jit(render)
+
+
+class RHMRenderer:
+    """A trained `rhm` run bound to one photo (already cropped to `size`) and its 68 landmarks
+    (`OnePhotoInputs`)."""
+
+    def __init__(self, workdir: str | Path, checkpoint: str = "best"):
+        config = recorded_config(workdir, checkpoint, stage="rhm")
+        config.loss.vgg = 0.0  # the perceptual loss's network is not needed to generate
+        self.config = freeze(config)
+        self.size = int(self.config.data.size) or frame_size(self.config)
+        self.num_refs = generator_sizes(self.config).num_refs
+        task = rhm.build_task(self.config)
+        self.state, self.step = restore_on_one_device(task, self.config, workdir)
+        self._render = rhm_predictor(task)
+        self.inputs: OnePhotoInputs | None = None
+
+    def bind(self, photo: np.ndarray, landmarks: np.ndarray) -> "RHMRenderer":
+        if photo.shape != (self.size, self.size, 3):
+            raise ValueError(f"the reference photo must be cropped to {self.size} px, got {photo.shape}")
+        self.inputs = OnePhotoInputs(photo, landmarks, self.num_refs, bool(self.config.data.mask_mouth))
+        return self
+
+    def batch(self, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+        """The generator's inputs for frames with these (n, 68, 2) crop-pixel landmarks."""
+        if self.inputs is None:
+            raise RuntimeError("bind(photo, landmarks) before rendering")
+        return self.inputs(landmarks)
 
     def __call__(self, landmarks: np.ndarray) -> np.ndarray:
         return _batched(lambda lm: self._render(self.state, self.batch(np.asarray(lm, np.float64))), landmarks)

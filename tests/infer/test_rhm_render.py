@@ -53,7 +53,7 @@ def test_the_mesh_follows_a_turned_and_shifted_head(bound):
     turned = np.stack([_turned(landmarks, d, s, centre) for d, s in ((12.0, (1.5, -0.5)), (-8.0, (0.0, 2.0)))])
     batch = renderer.batch(turned)
     np.testing.assert_allclose(batch["ani_landmarks"], turned, atol=1e-3)
-    posed = renderer._fixed["ref_landmarks_3d"][0]
+    posed = renderer.inputs.fixed["ref_landmarks_3d"][0]
     assert posed[30, 2] > max(posed[0, 2], posed[16, 2])  # the nose tip nearer than the jaw's ends
 
 
