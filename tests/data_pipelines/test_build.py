@@ -41,6 +41,9 @@ def test_workers_fork_unless_a_threaded_runtime_is_loaded(monkeypatch):
     monkeypatch.setattr(sys, "modules", modules)
     assert build.worker_context().get_start_method() == "fork"
     modules["jax"] = types.ModuleType("jax")
+    script = types.ModuleType("__main__")
+    script.__file__ = "/work/build_data.py"  # a script: spawn can re-import it
+    modules["__main__"] = script
     assert build.worker_context().get_start_method() == "spawn"
     # Code typed at a prompt cannot be re-imported by spawn: the work stays in this process.
     modules["__main__"] = types.ModuleType("__main__")
