@@ -42,6 +42,7 @@ def pytest_sessionfinish(session, exitstatus):
 _TRAINED_RUN_FIXTURES = {"quick_pipeline", "rhm_tiny_run"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if _TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
