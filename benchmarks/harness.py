@@ -45,6 +45,13 @@ class Row:
         return self.value / self.baseline if self.baseline else None
 
 
+def print_rows(rows: list[Row]) -> None:
+    """Prints a suite's rows (a suite run as a script; benchmarks/run.py saves the table)."""
+    for row in rows:
+        ratio = f"  ratio {row.ratio:.3f}" if row.ratio else ""
+        print(f"{row.name}: {row.value:.4g} {row.unit}{ratio}  {row.notes}", flush=True)
+
+
 def median_time(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 7) -> float:
     """Median wall time of `fn()` in seconds; `fn` must block until its result is ready."""
     for _ in range(warmup):

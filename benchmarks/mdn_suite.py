@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, time_train_step
+from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, print_rows, time_train_step
 from macl_jax.config import freeze, load_config
 from macl_jax.parallel import make_mesh, to_global_batch
 from macl_jax.train import mdn
@@ -89,6 +89,4 @@ def run(repeats: int = 7, warmup: int = 2) -> list[Row]:
 
 
 if __name__ == "__main__":  # prints only; benchmarks/run.py saves the suite's table
-    for row in run(repeats=3, warmup=1):
-        ratio = f"  ratio {row.ratio:.3f}" if row.ratio else ""
-        print(f"{row.name}: {row.value:.4g} {row.unit}{ratio}  {row.notes}", flush=True)
+    print_rows(run(repeats=3, warmup=1))

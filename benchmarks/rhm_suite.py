@@ -16,7 +16,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, time_train_step
+from benchmarks.harness import Row, compiled_flops, matmul_peak_gflops, median_time, peak_host_memory_mb, print_rows, time_train_step
 from benchmarks.renderer_suite import _batch as resunet_batch
 from macl_jax.config import freeze, load_config
 from macl_jax.evals.rhm import FIELDS, generator_sizes
@@ -103,6 +103,4 @@ def run(repeats: int = 5, warmup: int = 1) -> list[Row]:
 
 
 if __name__ == "__main__":  # prints only; benchmarks/run.py saves the suite's table
-    for row in run():
-        ratio = f"  ratio {row.ratio:.3f}" if row.ratio else ""
-        print(f"{row.name}: {row.value:.4g} {row.unit}{ratio}  {row.notes}", flush=True)
+    print_rows(run())
