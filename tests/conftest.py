@@ -38,7 +38,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # Session fixtures that train models; with pytest-xdist (`-n 2 --dist loadgroup`, the CI command)
-# every test that uses one runs on the same worker, so each is trained once.
+# every test that uses one runs on the same worker, so each is trained once (checked below).
 _TRAINED_RUN_FIXTURES = {"quick_pipeline", "rhm_tiny_run"}
 
 
@@ -47,6 +47,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("trained_runs"))
+
+
+_UNGROUPED = []  # (worker) grouped tests whose ids xdist did not tag; see the next two hooks
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has tagged the grouped tests' ids (on a worker)
+def pytest_collection_finish(session):
+    """xdist keeps a group on one worker by a `@group` suffix it writes into the tests' node ids; a
+    pytest that builds node ids another way (9.2, with pytest-xdist 3.8) loses the suffix silently,
+    and every worker would then train its own copy of each trained fixture."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
+        _UNGROUPED.extend(item.nodeid for item in session.items
+                          if item.get_closest_marker("xdist_group") and "@" not in item.nodeid)
+
+
+def pytest_runtest_setup(item):
+    if _UNGROUPED and item.get_closest_marker("xdist_group"):
+        pytest.fail(
+            f"pytest-xdist did not apply the xdist_group marks with pytest {pytest.__version__}, so the "
+            "trained session fixtures would be trained on every worker. Reinstall the test tools with "
+            "`.venv/bin/pip install -e '.[dev]'` (it holds pytest below 9.2), or run without -n.", pytrace=False)
 
 
 def _main_env(extra: dict | None = None) -> dict:
