@@ -49,7 +49,9 @@ PRESETS = {
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config, preset = preset_base_config("renderer", arg, PRESETS, "tiny")
     # Generator: ResUnet with input concat(raster, reference) (6 channels) and tanh output.
-    config.model = ml_collections.ConfigDict({"num_downs": preset["num_downs"], "ngf": preset["ngf"]})
+    # io: "signed_rgb" (RGB in [-1, 1]) or "makeittalk" (the network works in BGR [0, 1], as
+    # MakeItTalk's released weights do; `macl-jax import --from makeittalk-renderer` sets it).
+    config.model = ml_collections.ConfigDict({"num_downs": preset["num_downs"], "ngf": preset["ngf"], "io": "signed_rgb"})
     config.discriminator = ml_collections.ConfigDict({"ndf": preset["ndf"], "n_layers": 3, "norm": "instance"})
     config.loss = ml_collections.ConfigDict(
         {

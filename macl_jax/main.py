@@ -4,6 +4,7 @@
     macl-jax [<stage>] [--config ...] --workdir <dir> [--config.key=value ...]
     macl-jax pipeline --workdir <dir> [--quick]        # data, SFE -> MDN -> renderer, report, demo videos
     macl-jax generate --checkpoint <dir> --image FACE --audio SPEECH --out OUT.mp4   (see `macl-jax generate --help`)
+    macl-jax import --from KIND CHECKPOINT --workdir <dir>   (a run from the authors' PyTorch weights)
 
 The stage is the first positional argument if given (its default config is used when --config
 is absent), otherwise `config.stage`. Launch scripts only add environment around this command.
@@ -29,7 +30,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and output
 USAGE = (
     "usage: macl-jax [STAGE] [--config FILE.py[:PRESET]] --workdir DIR [--config.key=value ...]\n"
     f"stages: {', '.join(stages.available())}\n"
-    "generation: macl-jax generate --checkpoint DIR --image FACE --audio SPEECH --out OUT.mp4 (--help for more)"
+    "generation: macl-jax generate --checkpoint DIR --image FACE --audio SPEECH --out OUT.mp4 (--help for more)\n"
+    "import: macl-jax import --from macl-sfe|macl-mdn|makeittalk-renderer CHECKPOINT --workdir DIR (--help for more)"
 )
 
 
@@ -121,6 +123,10 @@ def run(argv: Sequence[str] | None = None) -> None:
         from macl_jax.infer.generate import main as generate  # deferred: jax and the generation stack
 
         raise SystemExit(generate(argv[1:]))
+    if argv and argv[0] == "import":
+        from macl_jax.importers.cli import main as import_checkpoint  # deferred like generate
+
+        raise SystemExit(import_checkpoint(argv[1:]))
     if argv and argv[0] == "pipeline" and "--quick" in argv:
         if any(a == "--config" or a.startswith("--config=") for a in argv):
             fail("--quick selects configs/pipeline.py:quick; give it or --config, not both")

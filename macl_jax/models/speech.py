@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from macl_jax.models.norm import TorchBatchNorm
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -100,9 +102,10 @@ class MemorySlots(nnx.Param):
     """A memory bank's slots. A separate type so optimizer masks (e.g. no weight decay) can find them."""
 
 
-def batch_norm(num_features: int, *, rngs: nnx.Rngs, param_dtype: jnp.dtype = jnp.float32) -> nnx.BatchNorm:
-    """PyTorch-default batch norm (eps 1e-5, running-stat momentum 0.1 = Flax 0.9), computed in float32."""
-    return nnx.BatchNorm(
+def batch_norm(num_features: int, *, rngs: nnx.Rngs, param_dtype: jnp.dtype = jnp.float32) -> TorchBatchNorm:
+    """PyTorch-default batch norm (eps 1e-5, running-stat momentum 0.1 = Flax 0.9, unbiased running
+    variance: `macl_jax.models.norm`), computed in float32."""
+    return TorchBatchNorm(
         num_features, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, param_dtype=param_dtype, rngs=rngs
     )
 

@@ -107,20 +107,20 @@ class RendererTask:
             params[name], opt_state[name], model_state[name] = p, optimizer.init(p), rest
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, model_state=model_state)
 
-    def _graphdef(self, name: str) -> nnx.GraphDef:
+    def graphdef_of(self, name: str) -> nnx.GraphDef:
         if name not in self.graphdefs:
             jax.eval_shape(self.init, jax.random.key(0))
         return self.graphdefs[name]
 
     def generator(self, state: TrainState) -> nnx.Module:
-        return nnx.merge(self._graphdef("g"), state.params["g"], state.model_state["g"])
+        return nnx.merge(self.graphdef_of("g"), state.params["g"], state.model_state["g"])
 
     def predict(self, state: TrainState, batch: dict) -> jax.Array:
         """Generator output in [-1, 1] in inference mode (BatchNorm running statistics)."""
         return self.generator(state)(generator_input(batch), train=False)
 
     def _discriminate(self, d_params: Any, d_rest: Any, raster: jax.Array, image: jax.Array):
-        d = nnx.merge(self._graphdef("d"), d_params, d_rest, copy=True)
+        d = nnx.merge(self.graphdef_of("d"), d_params, d_rest, copy=True)
         return d(jnp.concatenate([raster, image], axis=-1))
 
     def _reconstruction(self, fake: jax.Array, target: jax.Array) -> tuple[jax.Array, dict]:
@@ -155,7 +155,7 @@ class RendererTask:
         factor = self.lr_factor(state.step)
         x = generator_input(batch)
         target, raster = to_signed(batch["target"]), to_signed(batch["raster"])
-        g_graph = self._graphdef("g")
+        g_graph = self.graphdef_of("g")
 
         def generate(g_params):
             g = nnx.merge(g_graph, g_params, state.model_state["g"], copy=True)
@@ -217,7 +217,7 @@ def build_task(config: Any) -> RendererTask:
     dtype = compute_dtype(config.runtime.compute_dtype)
 
     def generator_fn(rngs: nnx.Rngs) -> ResUnetGenerator:
-        return ResUnetGenerator(6, 3, num_downs=mc.num_downs, ngf=mc.ngf, dtype=dtype, rngs=rngs)
+        return ResUnetGenerator(6, 3, num_downs=mc.num_downs, ngf=mc.ngf, io=mc.io, dtype=dtype, rngs=rngs)
 
     def patchgan_fn(rngs: nnx.Rngs) -> PatchGAN:
         # Conditional: sees concat(raster, image).

@@ -133,7 +133,7 @@ class RHMTask(RendererTask):
         return self._generate(g, self.inputs(batch))["image"]
 
     def _discriminate(self, d_params: Any, d_rest: Any, x: Inputs, image: jax.Array):
-        d = nnx.merge(self._graphdef("d"), d_params, d_rest, copy=True)
+        d = nnx.merge(self.graphdef_of("d"), d_params, d_rest, copy=True)
         outputs = d(jnp.concatenate([x.warp_map, x.warp_full, x.target_map, image], axis=-1))
         return outputs, split_model(d)[2]
 
@@ -161,7 +161,7 @@ class RHMTask(RendererTask):
         del key  # nothing random in the step
         lc = self.config.loss
         x = self.inputs(batch)
-        g_graph = self._graphdef("g")
+        g_graph = self.graphdef_of("g")
 
         def generate(g_params):
             g = nnx.merge(g_graph, g_params, state.model_state["g"], copy=True)

@@ -16,6 +16,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from macl_jax.models.norm import TorchBatchNorm
+
+# "signed_rgb": images in and out are RGB in [-1, 1] (docs/decisions.md#renderer-value-range).
+# "makeittalk": the network itself sees and makes BGR images in [0, 1], as MakeItTalk's released
+# weights were trained (docs/checkpoint_import.md#makeittalk-renderer); the interface stays signed RGB.
+IO_CONVENTIONS = ("signed_rgb", "makeittalk")
+
 # PyTorch's default conv init (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 TORCH_CONV_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -28,9 +35,9 @@ def _conv(c_in: int, c_out: int, stride: int, dtype, rngs: nnx.Rngs) -> nnx.Conv
     )
 
 
-def _norm(c: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    # PyTorch BatchNorm2d: eps 1e-5, running-average momentum 0.1 (= Flax momentum 0.9).
-    return nnx.BatchNorm(c, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, rngs=rngs)
+def _norm(c: int, rngs: nnx.Rngs) -> TorchBatchNorm:
+    # PyTorch BatchNorm2d: eps 1e-5, running-average momentum 0.1 (= Flax momentum 0.9), unbiased running variance.
+    return TorchBatchNorm(c, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, rngs=rngs)
 
 
 def _bn(norm: nnx.BatchNorm, x: jax.Array, train: bool) -> jax.Array:
@@ -134,12 +141,16 @@ class ResUnetGenerator(nnx.Module):
     """
 
     def __init__(
-        self, input_nc: int = 6, output_nc: int = 3, *, num_downs: int = 6, ngf: int = 64,
+        self, input_nc: int = 6, output_nc: int = 3, *, num_downs: int = 6, ngf: int = 64, io: str = "signed_rgb",
         dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs,
     ):
         if num_downs < 2:
             raise ValueError(f"ResUnetGenerator: num_downs must be >= 2, got {num_downs}")
-        self.num_downs, self.input_nc, self.output_nc, self.dtype = num_downs, input_nc, output_nc, dtype
+        if io not in IO_CONVENTIONS:
+            raise ValueError(f"ResUnetGenerator: io={io!r}; choose one of {IO_CONVENTIONS}")
+        if io == "makeittalk" and (input_nc % 3 or output_nc != 3):
+            raise ValueError("ResUnetGenerator: io='makeittalk' needs 3-channel images in and out")
+        self.num_downs, self.input_nc, self.output_nc, self.io, self.dtype = num_downs, input_nc, output_nc, io, dtype
         width = [ngf * min(2**i, 8) for i in range(num_downs)]
         level = None
         for i in reversed(range(num_downs)):
@@ -157,8 +168,17 @@ class ResUnetGenerator(nnx.Module):
                 f"ResUnetGenerator: input must be (B, H, W, {self.input_nc}) with H and W divisible by "
                 f"2**num_downs = {factor}, got {x.shape}"
             )
-        y = self.net(x.astype(self.dtype), train)
-        return jnp.tanh(y.astype(jnp.float32))
+        if self.io == "makeittalk":  # RGB in [-1, 1] -> each image BGR in [0, 1]
+            x = (x[..., _bgr_order(self.input_nc)] + 1) / 2
+        y = jnp.tanh(self.net(x.astype(self.dtype), train).astype(jnp.float32))
+        if self.io == "makeittalk":  # BGR meant as [0, 1] -> RGB in [-1, 1] (below 0 is clipped on display)
+            y = 2 * y[..., ::-1] - 1
+        return y
+
+
+def _bgr_order(channels: int) -> list[int]:
+    """Channel indices reversing the colour order of each consecutive 3-channel image."""
+    return [3 * (c // 3) + 2 - c % 3 for c in range(channels)]
 
 
 def count_params(model: nnx.Module) -> int:

@@ -1,8 +1,8 @@
 """Building blocks of the Rhythmic Head Motion image generator (NHWC): conv blocks, SPADE, SPADE
 residual blocks, and 1x1 convolutions whose weights are generated per sample.
 
-Batch norm. Every normalisation here is a plain `nnx.BatchNorm` in float32 (eps 1e-5, running
-averages with PyTorch's momentum 0.1). The reference trains with synchronised batch norm; under
+Batch norm. Every normalisation here is a `TorchBatchNorm` in float32 (eps 1e-5, running
+averages with PyTorch's momentum 0.1 and its unbiased running variance, `macl_jax.models.norm`). The reference trains with synchronised batch norm; under
 `jax.jit` over a global, sharded batch the mean and variance are already reductions over the
 whole global batch (XLA inserts the cross-device sums), so no `axis_name` is needed: this *is*
 SyncBatchNorm. Train/eval is the module attribute `use_running_average`, switched for the whole
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from macl_jax.models.norm import TorchBatchNorm
 from macl_jax.models.spectral import SNConv, SNLinear
 
 __all__ = [
@@ -67,9 +68,10 @@ def lrelu(x: jax.Array) -> jax.Array:
     return jax.nn.leaky_relu(x, 0.2)
 
 
-def batch_norm(c: int, *, affine: bool, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    """Float32 batch norm with PyTorch's eps and momentum; `affine=False` is SPADE's parameter-free norm."""
-    return nnx.BatchNorm(
+def batch_norm(c: int, *, affine: bool, rngs: nnx.Rngs) -> TorchBatchNorm:
+    """Float32 batch norm with PyTorch's eps, momentum and running-variance update; `affine=False`
+    is SPADE's parameter-free norm."""
+    return TorchBatchNorm(
         c, momentum=0.9, epsilon=1e-5, use_scale=affine, use_bias=affine, scale_init=_bn_scale_init,
         dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs,
     )
