@@ -8,11 +8,18 @@ Presets:
          --config.init.sfe_checkpoint=<sfe workdir> (it is then fine-tuned at 0.1 x the LR).
   full   docs/decisions.md#d1-mdn-speech-branch: the SFE's reference speech sizes (Bi-GRU 512, 512-slot banks of 128),
          M = 3, batch 16, Adam 1e-4 with L2 1e-4, gradient clipping at 1, head dropout 0.8.
+  authors  The MACL authors' MDN as released (docs/checkpoint_import.md#macl-mdn): their speech
+         sizes (Bi-GRU 128, 256-slot banks of 128, no dropout in the addressing heads), otherwise
+         as `full`, with one shared sigma per component, their likelihood, L2 on every parameter,
+         and their pose path (absolute pose, no reference-pose input, Kaiming-initialised pose
+         columns). `macl-jax import --from macl-mdn` writes runs of this preset (command below).
 
 Ablations (paper Table 4): cpu_m1, cpu_m2, cpu_m5, cpu_m8 (number of components; cpu is M = 3)
 and cpu_fa (direct landmark regression f_a instead of aligned landmarks + rigid pose f_tt); the
 same with `full_` for the reference sizes. Any preset takes --config.model.components=M and
 --config.model.regression=a|tt too.
+
+    macl-jax import --from macl-mdn model_best_epoch123.pth.tar --workdir runs/mdn_authors
 
     macl-jax mdn --config configs/mdn.py:cpu --workdir runs/mdn_cpu --config.init.sfe_checkpoint=runs/sfe_cpu_cs
 """
@@ -30,6 +37,9 @@ from macl_jax.models.speech import SpeechSizes
 # SFE run of the same preset initialises the speech branch.
 TINY_SPEECH = dataclasses.asdict(SpeechSizes.tiny())
 FULL_SPEECH = dataclasses.asdict(SpeechSizes())
+# The authors' MDN (mdn/model.py): the SFE's WavEncoder, but its own smaller GRU and banks; the
+# addressing heads' hidden width is the slot width (their `feature_size`).
+AUTHORS_SPEECH = FULL_SPEECH | dict(gru_hidden=128, slots=256, slot_dim=128, head_hidden=128)
 
 
 _BASE = {
@@ -46,6 +56,11 @@ _BASE = {
         every=5000, log_every=100, eval_batch=16, head_dropout=0.8, plot_clips=8,
     ),
 }
+# The authors' choices wherever ours differ (README.md, MDN section: "reference code" column).
+_BASE["authors"] = _BASE["full"] | dict(
+    speech=AUTHORS_SPEECH, relative_pose=False, reference_pose=False, zero_pose_init=False, sigma="shared", code_faithful=True,
+    weight_decay_mask="reference",
+)
 ABLATIONS = {f"m{m}": dict(components=m) for m in (1, 2, 5, 8)} | {"fa": dict(regression="a", reference_pose=False)}
 PRESETS = dict(_BASE) | {f"{base}_{name}": {**_BASE[base], **change} for base in ("cpu", "full") for name, change in ABLATIONS.items()}
 
@@ -71,25 +86,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "regression": preset.get("regression", "tt"),
             # docs/decisions.md#d8-relative-pose: predict the angle and offset relative to the reference frame's, which is
             # known at inference (the input photo's pose); False: in absolute anchor space (reference code).
-            "relative_pose": True,
+            "relative_pose": preset.get("relative_pose", True),
             # f_tt: the reference encoder also sees the reference frame's (theta, t_x, t_y), so the
             # predicted pose can depend on where the head starts; False: aligned landmarks only (the
             # reference code's). Ignored by f_a, which sees the pose in its reference landmarks.
             "reference_pose": preset.get("reference_pose", True),
             # f_tt: the mean head's angle and offset columns start at zero, so training starts from
             # the static head instead of a random pose tens of degrees off; False: Kaiming (reference code).
-            "zero_pose_init": True,
+            "zero_pose_init": preset.get("zero_pose_init", True),
             # "isotropic": one sigma per component for each of landmarks / angle / offset
             # (docs/decisions.md#d3-mdn-likelihood);
             # "diagonal": one per output column; "shared": one per component (the reference code).
-            "sigma": "isotropic",
+            "sigma": preset.get("sigma", "isotropic"),
         }
     )
     config.loss = ml_collections.ConfigDict(
         {
             # True: the reference code's likelihood (docs/decisions.md#mdn-reference-likelihood; needs
             # model.sigma = "shared").
-            "code_faithful": False,
+            "code_faithful": preset.get("code_faithful", False),
             "sigma_activation": "elu",  # elu: ELU + 1 (the reference's); exp
             "dirichlet_weight": 0.005,
             "dirichlet_concentration": 2.0,
@@ -109,7 +124,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     config.optim = ml_collections.ConfigDict(
-        {"weight_decay": 1e-4, "weight_decay_mask": "masked", "grad_clip_norm": 1.0}
+        {"weight_decay": 1e-4, "weight_decay_mask": preset.get("weight_decay_mask", "masked"), "grad_clip_norm": 1.0}
     )
     config.windows = ml_collections.ConfigDict({"clip_frames": 64, "smooth": True})
     config.infer = ml_collections.ConfigDict(
