@@ -67,7 +67,7 @@ IMPORTER = Importer(
     name="makeittalk-renderer",
     stage="renderer",
     default_config="configs/renderer.py:full",
-    required=("model.io=makeittalk", "model.num_downs=6", "model.ngf=64"),
+    required=("model.io=makeittalk",),
     container="G",
     signature="model.model.0.weight",
     build_task=renderer.build_task,
