@@ -17,7 +17,8 @@ LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imp
 DEFERRED = {
     # jax and everything that imports it wait until the command line is checked, and the runtime
     # (device count, distributed start-up) is set before anything touches a device.
-    "macl_jax/main.py": {"jax", "macl_jax.train.runtime", "macl_jax.train.restore", "macl_jax.infer.generate"},
+    "macl_jax/main.py": {"jax", "macl_jax.train.runtime", "macl_jax.train.restore", "macl_jax.infer.generate",
+                         "macl_jax.importers.cli"},
     "macl_jax/geometry/_backend.py": {"jax.numpy"},  # the numpy-only Grain workers never load jax
     "macl_jax/parallel/distributed.py": {"jax._src"},  # a private TPU probe, guarded: missing means "not a TPU VM"
     "macl_jax/train/logging.py": {"tensorboardX", "tqdm"},  # only process 0 writes events; bars on terminals only

@@ -8,7 +8,9 @@ import json
 import sys
 from typing import Sequence
 
+from macl_jax.checkpoint.foreign import ForeignCheckpointError
 from macl_jax.config import ConfigError
+from macl_jax.importers.common import import_run
 
 # --from name -> module holding its IMPORTER (imported only when chosen or when naming a wrong model).
 SOURCES = {
@@ -44,9 +46,6 @@ def main(argv: Sequence[str]) -> int:
     if unknown:
         print(f"macl-jax import: error: unexpected arguments {unknown} (config overrides are --config.key=value)", file=sys.stderr)
         return 2
-    from macl_jax.importers.common import import_run  # deferred: jax and the training stack
-    from macl_jax.checkpoint.foreign import ForeignCheckpointError
-
     try:
         everything = importers()
         summary = import_run(everything[args.source], everything, args.checkpoint, args.workdir, args.config,

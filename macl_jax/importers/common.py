@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from macl_jax.checkpoint import CheckpointManager
-from macl_jax.checkpoint.foreign import ForeignCheckpointError, assign, read_torch_tensors
+from macl_jax.checkpoint.foreign import ForeignCheckpointError, assign, conv_kernel, linear_kernel, read_torch_tensors
 from macl_jax.config import ConfigError, fingerprint, freeze, load_config, write_json_atomic, write_resolved_config
 from macl_jax.train.state import TrainState, split_model
 
@@ -157,9 +157,84 @@ def import_run(importer: Importer, others: Mapping[str, Importer], checkpoint: s
     return summary
 
 
-def mapping_user(mapping: Mapping[str, tuple[str, Any]]) -> set[str]:
-    """The torch tensor names a mapping reads."""
-    return {name for name, _ in mapping.values()}
+# --------------------------------------------------------------------------- mapping helpers
+
+NameMap = dict[str, tuple[str, Any]]
+# flax path -> (torch names, function of those tensors): a leaf that several torch tensors make up
+# (e.g. a Bi-GRU's two directions, kept in one leaf here).
+Combined = dict[str, tuple[tuple[str, ...], Callable[..., np.ndarray]]]
 
 
-__all__ = ["CheckpointImportError", "Importer", "assign_module", "import_run", "mapping_user", "state_dict_of"]
+def conv_entries(flax: str, torch: str, bias: bool = True) -> NameMap:
+    mapping = {f"{flax}/kernel": (f"{torch}.weight", conv_kernel)}
+    if bias:
+        mapping[f"{flax}/bias"] = (f"{torch}.bias", None)
+    return mapping
+
+
+def linear_entries(flax: str, torch: str) -> NameMap:
+    return {f"{flax}/kernel": (f"{torch}.weight", linear_kernel), f"{flax}/bias": (f"{torch}.bias", None)}
+
+
+def batch_norm_entries(flax: str, torch: str) -> NameMap:
+    return {f"{flax}/scale": (f"{torch}.weight", None), f"{flax}/bias": (f"{torch}.bias", None),
+            f"{flax}/mean": (f"{torch}.running_mean", None), f"{flax}/var": (f"{torch}.running_var", None)}
+
+
+def with_combined(tensors: Tensors, mapping: NameMap, combined: Combined) -> tuple[dict, NameMap, set[str]]:
+    """(tensors, mapping, torch names read) with each combined leaf built under a joined name.
+
+    A combined leaf whose sources are missing is mapped to its first missing name, so `assign`
+    reports it with the other missing tensors.
+    """
+    tensors, mapping = dict(tensors), dict(mapping)
+    used = {name for name, _ in mapping.values()}
+    for flax, (names, combine) in combined.items():
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            mapping[flax] = (missing[0], None)
+            continue
+        key = "+".join(names)
+        tensors[key] = combine(*(tensors[n] for n in names))
+        mapping[flax] = (key, None)
+        used |= set(names)
+    return tensors, mapping, used
+
+
+def fill_model(task: Any, state: TrainState, tensors: Tensors, mapping: NameMap, combined: Combined | None = None,
+               name: str | None = None) -> tuple[TrainState, set[str]]:
+    """`state` with one model's leaves from `tensors`: a `SupervisedTask`'s model, or the model
+    `name` of a task holding several (`task.graphdef_of(name)`, state dicts keyed by name). Returns
+    the torch names used, counting the `num_batches_tracked` of every imported batch norm (PyTorch
+    reads it only when the momentum is None, which no model here uses)."""
+    tensors, mapping, used = with_combined(tensors, mapping, combined or {})
+    if name is None:
+        params, rest = assign_module(task.graphdef, state.params, state.model_state, tensors, mapping)
+    else:
+        params, rest = dict(state.params), dict(state.model_state)
+        params[name], rest[name] = assign_module(task.graphdef_of(name), params[name], rest[name], tensors, mapping)
+    used |= {n[: -len("running_mean")] + "num_batches_tracked" for n in used if n.endswith("running_mean")} & set(tensors)
+    return state.replace(params=params, model_state=rest), used
+
+
+def check_sizes(model: Any, found: Mapping[str, Any], what: str, released: str) -> None:
+    """Refuses a checkpoint whose sizes (read off its tensors) differ from `config.model`'s,
+    naming the overrides that fit it."""
+    wrong = {k: v for k, v in found.items() if tuple(np.atleast_1d(model[k])) != tuple(np.atleast_1d(v))}
+    if not wrong:
+        return
+
+    def flag(k: str, v: Any) -> str:
+        return f"--config.model.{k}=" + ("(" + ",".join(map(str, v)) + ")" if isinstance(v, tuple) else str(v))
+
+    raise CheckpointImportError(
+        f"the checkpoint's {what} has other sizes than the config: "
+        + "; ".join(f"{k} {v} (config {tuple(model[k]) if isinstance(v, tuple) else model[k]})" for k, v in wrong.items())
+        + f". The authors' released sizes are {released}'s; otherwise import it with " + " ".join(flag(k, v) for k, v in wrong.items())
+    )
+
+
+__all__ = [
+    "CheckpointImportError", "Combined", "Importer", "NameMap", "assign_module", "batch_norm_entries", "check_sizes",
+    "conv_entries", "fill_model", "import_run", "linear_entries", "state_dict_of", "with_combined",
+]

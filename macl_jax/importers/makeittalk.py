@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from macl_jax.checkpoint.foreign import conv_kernel
-from macl_jax.importers.common import Importer, Tensors, assign_module, mapping_user
+from macl_jax.importers.common import Importer, NameMap, Tensors, batch_norm_entries, conv_entries, fill_model
 from macl_jax.train import renderer
 from macl_jax.train.state import TrainState
 
@@ -22,32 +21,27 @@ _MIDDLE = (1, (3, 4), 5, 7, 8, (10, 11))
 _INNERMOST = (None, (2, 3), None, 5, 6, (8, 9))
 
 
-def _batch_norm(flax: str, torch: str) -> dict[str, tuple[str, Any]]:
-    return {f"{flax}/scale": (f"{torch}.weight", None), f"{flax}/bias": (f"{torch}.bias", None),
-            f"{flax}/mean": (f"{torch}.running_mean", None), f"{flax}/var": (f"{torch}.running_var", None)}
-
-
-def _residual(flax: str, torch: str) -> dict[str, tuple[str, Any]]:
+def _residual(flax: str, torch: str) -> NameMap:
     # ResidualBlock.block: conv, BN, ReLU, conv, BN
-    return {f"{flax}/conv1/kernel": (f"{torch}.block.0.weight", conv_kernel), **_batch_norm(f"{flax}/norm1", f"{torch}.block.1"),
-            f"{flax}/conv2/kernel": (f"{torch}.block.3.weight", conv_kernel), **_batch_norm(f"{flax}/norm2", f"{torch}.block.4")}
+    return (conv_entries(f"{flax}/conv1", f"{torch}.block.0", bias=False) | batch_norm_entries(f"{flax}/norm1", f"{torch}.block.1")
+            | conv_entries(f"{flax}/conv2", f"{torch}.block.3", bias=False) | batch_norm_entries(f"{flax}/norm2", f"{torch}.block.4"))
 
 
-def resunet_mapping(num_downs: int) -> dict[str, tuple[str, Any]]:
+def resunet_mapping(num_downs: int) -> NameMap:
     """Flax path of `ResUnetGenerator` -> (MakeItTalk state-dict name, converter)."""
-    mapping: dict[str, tuple[str, Any]] = {}
+    mapping: NameMap = {}
     flax, torch = "net", "model.model"
     for level in range(num_downs):
         layout = _OUTERMOST if level == 0 else _INNERMOST if level == num_downs - 1 else _MIDDLE
         down_norm, down_res, inner, up, up_norm, up_res = layout
-        mapping[f"{flax}/down/kernel"] = (f"{torch}.0.weight", conv_kernel)
+        mapping |= conv_entries(f"{flax}/down", f"{torch}.0", bias=False)
         if down_norm is not None:
-            mapping |= _batch_norm(f"{flax}/down_norm", f"{torch}.{down_norm}")
+            mapping |= batch_norm_entries(f"{flax}/down_norm", f"{torch}.{down_norm}")
         for i, index in enumerate(down_res):
             mapping |= _residual(f"{flax}/down_res/{i}", f"{torch}.{index}")
-        mapping[f"{flax}/up/kernel"] = (f"{torch}.{up}.weight", conv_kernel)
+        mapping |= conv_entries(f"{flax}/up", f"{torch}.{up}", bias=False)
         if up_norm is not None:
-            mapping |= _batch_norm(f"{flax}/up_norm", f"{torch}.{up_norm}")
+            mapping |= batch_norm_entries(f"{flax}/up_norm", f"{torch}.{up_norm}")
         for i, index in enumerate(up_res):
             mapping |= _residual(f"{flax}/up_res/{i}", f"{torch}.{index}")
         if inner is not None:
@@ -56,11 +50,7 @@ def resunet_mapping(num_downs: int) -> dict[str, tuple[str, Any]]:
 
 
 def fill(config: Any, task: renderer.RendererTask, state: TrainState, tensors: Tensors) -> tuple[TrainState, set[str]]:
-    mapping = resunet_mapping(config.model.num_downs)
-    params, rest = dict(state.params), dict(state.model_state)
-    params["g"], rest["g"] = assign_module(task.graphdef_of("g"), params["g"], rest["g"], tensors, mapping)
-    used = mapping_user(mapping) | {n for n in tensors if n.endswith("num_batches_tracked")}
-    return state.replace(params=params, model_state=rest), used
+    return fill_model(task, state, tensors, resunet_mapping(config.model.num_downs), name="g")
 
 
 IMPORTER = Importer(

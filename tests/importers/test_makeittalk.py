@@ -120,7 +120,7 @@ def test_wrong_model_legacy_file_and_taken_workdir_are_refused(imported, tmp_pat
         _import(imported[0])
     assert sorted(p.relative_to(imported[0]) for p in imported[0].rglob("*")) == before
     # Sizes that do not fit the weights: every mismatch named, nothing written.
-    with pytest.raises(CheckpointImportError, match="shape"):
+    with pytest.raises(ForeignCheckpointError, match="shape"):
         _import(tmp_path / "c", overrides=["model.num_downs=6", "model.ngf=4"])
     assert not (tmp_path / "c").exists()
 
