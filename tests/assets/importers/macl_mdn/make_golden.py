@@ -29,6 +29,7 @@ Writes:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,42 +37,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torch_wav_encoder import WavEncoder  # noqa: E402  (the shared encoder next to this directory)
+
 OUT = Path(__file__).resolve().parent
 # Small stand-ins for the authors' sizes (WavEncoder 16-32-64-128-256, GRU 128, banks 256 x 128,
 # addressing hidden = slot width, landmark embedding 64, M = 3).
 SIZES = dict(encoder_channels=(4, 4, 8, 8, 16), gru_hidden=8, slots=16, slot_dim=8, reference_embed=8, components=2)
 LMK, POSE = 136, 3
-
-
-class Conv2d(nn.Module):
-    """conv (bias) -> BN [-> + input] -> LeakyReLU(0.2), as the authors' audio_net.Conv2d."""
-
-    def __init__(self, cin: int, cout: int, kernel, stride, padding, residual: bool = False) -> None:
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout))
-        self.act = nn.LeakyReLU(0.2)
-        self.residual = residual
-
-    def forward(self, x):
-        y = self.conv_block(x)
-        return self.act(y + x if self.residual else y)
-
-
-class WavEncoder(nn.Module):
-    def __init__(self, channels) -> None:
-        super().__init__()
-        c1, c2, c3, c4, c5 = channels
-        self.encoder = nn.Sequential(
-            Conv2d(1, c1, 3, 1, 1), Conv2d(c1, c1, 3, 1, 1, residual=True),
-            Conv2d(c1, c2, 3, (2, 4), 1), Conv2d(c2, c2, 3, 1, 1, residual=True),
-            Conv2d(c2, c3, 3, 2, 1), Conv2d(c3, c3, 3, 1, 1, residual=True),
-            Conv2d(c3, c4, 3, 2, 1), Conv2d(c4, c4, 3, 1, 1, residual=True),
-            Conv2d(c4, c5, (3, 5), 1, 0),
-        )
-
-    def forward(self, audio):  # (B, T, 20, 80) -> (B*T, C, 1, 1)
-        b, t, h, w = audio.shape
-        return self.encoder(audio.reshape(b * t, 1, h, w))
 
 
 class MixNet(nn.Module):

@@ -24,12 +24,16 @@ Writes next to this file:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torch_wav_encoder import WavEncoder  # noqa: E402  (the shared encoder next to this directory)
 
 OUT = Path(__file__).resolve().parent
 
@@ -46,36 +50,6 @@ BATCH, STEPS, FRAMES, PX, STORED_PX = 2, 3, 5, 200, 20  # frames are stored at 2
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 IDENTITY_STEP = 1  # the reference draws this visual step at random; fixed here
-
-
-class ConvUnit(nn.Module):
-    """audio_net.Conv2d: conv (bias) -> BN -> [+ x] -> LeakyReLU(0.2)."""
-
-    def __init__(self, cin, cout, kernel, stride, padding, residual=False):
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout))
-        self.act = nn.LeakyReLU(0.2)
-        self.residual = residual
-
-    def forward(self, x):
-        y = self.conv_block(x)
-        return self.act(y + x if self.residual else y)
-
-
-class WavEncoder(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            ConvUnit(1, c[0], 3, 1, 1), ConvUnit(c[0], c[0], 3, 1, 1, residual=True),
-            ConvUnit(c[0], c[1], 3, (2, 4), 1), ConvUnit(c[1], c[1], 3, 1, 1, residual=True),
-            ConvUnit(c[1], c[2], 3, 2, 1), ConvUnit(c[2], c[2], 3, 1, 1, residual=True),
-            ConvUnit(c[2], c[3], 3, 2, 1), ConvUnit(c[3], c[3], 3, 1, 1, residual=True),
-            ConvUnit(c[3], c[4], (3, 5), 1, 0),
-        )
-
-    def forward(self, audio):  # (B, S, 20, 80) -> (B*S, C, 1, 1)
-        b, s, h, w = audio.shape
-        return self.encoder(audio.reshape(b * s, 1, h, w))
 
 
 class Block(nn.Module):
