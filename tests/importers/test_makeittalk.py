@@ -135,7 +135,7 @@ def test_cli_refuses_a_conflicting_io_override(tmp_path, main_env):
     assert "model.io=makeittalk" in proc.stderr and not (tmp_path / "run").exists()
 
 
-def test_fine_tuning_resumes_from_the_imported_weights(imported, synthtalk_tiny_root, tmp_path):
+def test_eval_and_fine_tuning_take_the_imported_run(imported, synthtalk_tiny_root, tmp_path):
     import shutil
 
     workdir = tmp_path / "finetune"
@@ -144,6 +144,11 @@ def test_fine_tuning_resumes_from_the_imported_weights(imported, synthtalk_tiny_
         *SMALL, "model.io=makeittalk", f"data.dir={synthtalk_tiny_root}", "train.num_steps=2", "train.eval_every=2",
         "checkpoint.every_steps=2", "checkpoint.async_save=false",
     ]))
+    # `macl-jax eval` on the imported run: the held-out evaluators restore step 0.
+    from macl_jax import evaluate
+
+    summary = evaluate.run(config, workdir)
+    assert summary["step"] == 0 and np.isfinite(summary["results"]["heldout"]["pred_psnr"]), summary
     renderer.run(config, workdir)
     _, start, _ = _restore(imported[0])
     task, tuned, step = _restore(workdir)
