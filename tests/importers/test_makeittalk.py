@@ -94,8 +94,8 @@ def test_one_training_forward_updates_the_running_statistics_as_pytorch(imported
                 worst = max(worst, (_rel(flat[flax_path], want), flax_path))
                 checked += 1
     assert checked == 2 * 53
-    # Relative to each statistic's largest entry, as for the outputs; Flax's biased update would
-    # be off by n / (n - 1) - 1 = 6.7% at the innermost level (n = 4 x 2 x 2 values per channel).
+    # Relative to each statistic's largest entry, as for the outputs. Flax's biased update would be
+    # 0.65% off at the innermost level (the batch term, 10% of the update, n / (n - 1) = 16 / 15 times too small).
     assert worst[0] < 1e-5, worst
 
 
