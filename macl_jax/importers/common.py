@@ -107,6 +107,14 @@ def import_config(importer: Importer, spec: str | None, overrides: list[str]):
     return config
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _refuse_existing(workdir: Path) -> None:
     taken = [p.name for p in (workdir / "config.json", workdir / "checkpoints", workdir / "best") if p.exists()]
     if taken:
@@ -136,7 +144,7 @@ def import_run(importer: Importer, others: Mapping[str, Importer], checkpoint: s
         state, used = importer.fill(frozen, task, state, tensors)
     ignored = [name for name in tensors if name not in used]
 
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    digest = _sha256(checkpoint)
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(workdir / "checkpoints", async_save=False, fingerprint=fingerprint(config))
